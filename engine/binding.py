@@ -1,0 +1,129 @@
+"""Bind the analyst's layers to the modalities a model package expects."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .errors import EngineError
+from .grid import open_raster
+from .package import ModalitySpec, PackageMetadata
+
+# Roles are what the analyst provides; kinds are what a network consumes.
+ROLES = ("optical", "elevation", "dtm", "sar", "nir")
+ELEVATION_TYPES = ("auto", "dsm", "ndsm")
+_ROLE_OF_KIND = {"optical": "optical", "nir": "nir", "sar": "sar", "dsm": "elevation", "ndsm": "elevation",
+                 "dtm": "dtm"}
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    path: str
+    bands: Optional[Tuple[int, ...]] = None  # 1-based; None = the first bands the model needs
+    elevation_type: str = "auto"  # for the elevation role: is the layer a DSM or an nDSM?
+
+
+@dataclass(frozen=True)
+class Source:
+    """One network input read from a raster (minus an optional DTM, which makes a DSM an nDSM)."""
+
+    modality: str
+    path: str
+    bands: Tuple[int, ...]
+    resampling: str = "bilinear"
+    subtract_path: Optional[str] = None
+    subtract_band: int = 1
+    is_reference_candidate: bool = False  # optical layers define the default output grid
+
+    def describe(self) -> str:
+        bands = ",".join(str(b) for b in self.bands)
+        text = f"{self.modality} ← {self.path} (band{'s' if len(self.bands) > 1 else ''} {bands})"
+        if self.subtract_path:
+            text += f" minus DTM {self.subtract_path} (band {self.subtract_band}) = nDSM"
+        return text
+
+
+def _band_count(path: str) -> int:
+    return open_raster(path).RasterCount
+
+
+def _choose_bands(spec: ModalitySpec, role: str, layer: LayerInput) -> Tuple[int, ...]:
+    count = _band_count(layer.path)
+    wanted = ", ".join(spec.band_names)
+    if layer.bands:
+        bands = tuple(int(b) for b in layer.bands)
+        if len(bands) != spec.bands:
+            raise EngineError(f"the {role} layer was given {len(bands)} band(s) but the model needs "
+                              f"{spec.bands} ({wanted})")
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise EngineError(f"the {role} layer has {count} band(s); band(s) {bad} do not exist")
+        return bands
+    if count < spec.bands:
+        raise EngineError(f"the {role} layer '{layer.path}' has {count} band(s) but the model needs "
+                          f"{spec.bands} ({wanted})")
+    return tuple(range(1, spec.bands + 1))
+
+
+def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[LayerInput],
+                      bands: Tuple[int, ...]) -> Source:
+    kind = layer.elevation_type
+    if kind not in ELEVATION_TYPES:
+        raise EngineError(f"elevation type must be one of {', '.join(ELEVATION_TYPES)}, not '{kind}'")
+    if kind == "auto":
+        kind = "dsm" if dtm is not None else "ndsm"
+    if spec.kind == "ndsm" and kind == "dsm":
+        if dtm is None:
+            raise EngineError("the model needs heights above ground (nDSM); the elevation layer is a DSM, "
+                              "so also give a DTM (nDSM = DSM − DTM)")
+        dtm_band = dtm.bands[0] if dtm.bands else 1
+        return Source(spec.name, layer.path, bands, spec.resampling, subtract_path=dtm.path, subtract_band=dtm_band)
+    if spec.kind == "dsm" and kind == "ndsm":
+        raise EngineError("the model needs a DSM (absolute surface heights) but the elevation layer is an nDSM")
+    return Source(spec.name, layer.path, bands, spec.resampling)
+
+
+def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> Tuple[List[Source], List[str]]:
+    """Match layers (by role) to the model's modalities; returns the sources and log lines."""
+    unknown = [r for r in layers if r not in ROLES]
+    if unknown:
+        raise EngineError(f"unknown input role(s) {unknown}; expected {', '.join(ROLES)}")
+    given = {r: l for r, l in layers.items() if l is not None and l.path}
+    if not any(r != "dtm" for r in given):
+        raise EngineError("give at least one input layer (optical, elevation, SAR or NIR)")
+    sources: List[Source] = []
+    messages: List[str] = []
+    used_roles = set()
+    for spec in meta.modalities:
+        role = _ROLE_OF_KIND[spec.kind]
+        layer = given.get(role)
+        if layer is None:
+            if spec.required:
+                raise EngineError(f"model '{meta.name}' requires a {role} layer ({spec.kind}, "
+                                  f"{spec.bands} band(s): {', '.join(spec.band_names)})")
+            messages.append(f"{spec.name}: no {role} layer given; the model runs without it")
+            continue
+        bands = _choose_bands(spec, role, layer)
+        if role == "elevation":
+            source = _elevation_source(spec, layer, given.get("dtm"), bands)
+            if source.subtract_path:
+                used_roles.add("dtm")
+        else:
+            source = Source(spec.name, layer.path, bands, spec.resampling,
+                            is_reference_candidate=(role == "optical"))
+        used_roles.add(role)
+        sources.append(source)
+        messages.append(f"bound {source.describe()}")
+    if not sources:
+        raise EngineError(f"model '{meta.name}' uses none of the given layers; it accepts "
+                          f"{', '.join(sorted({_ROLE_OF_KIND[m.kind] for m in meta.modalities}))}")
+    for role in sorted(set(given) - used_roles):
+        messages.append(f"the {role} layer is not used by model '{meta.name}'")
+    return sources, messages
+
+
+def reference_order(sources: Sequence[Source]) -> List[str]:
+    """Paths with the one defining the default grid first: the first optical layer, else the first layer."""
+    ordered = sorted(sources, key=lambda s: not s.is_reference_candidate)
+    paths = [s.path for s in ordered]
+    paths += [s.subtract_path for s in sources if s.subtract_path]
+    return paths

@@ -1,0 +1,61 @@
+"""Weighted accumulation of tile outputs in a band of rows, so memory follows tile rows, not the raster."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class FinishedRows:
+    y: int  # first output row
+    probabilities: np.ndarray  # classes x h x w, float32, sums to 1 where valid
+    robustness: Optional[np.ndarray]  # modalities x h x w
+    valid: np.ndarray  # h x w bool
+
+
+class StripAccumulator:
+    """Holds output rows ``[top, top + capacity)``; ``add`` blends a tile in, ``pop_until`` hands out
+    finished rows and slides the band down."""
+
+    def __init__(self, width: int, height: int, capacity: int, classes: int, modalities: int, top: int,
+                 with_robustness: bool):
+        self.width, self.height, self.capacity, self.top = width, height, capacity, top
+        self.probabilities = np.zeros((classes, capacity, width), np.float32)
+        self.robustness = np.zeros((modalities, capacity, width), np.float32) if with_robustness else None
+        self.weight = np.zeros((capacity, width), np.float32)
+        self.valid = np.zeros((capacity, width), bool)
+
+    def add(self, x: int, y: int, window: np.ndarray, probabilities: np.ndarray,
+            robustness: Optional[np.ndarray], valid: np.ndarray) -> None:
+        """Blend one tile whose top-left output pixel is (x, y); parts beyond the raster are dropped."""
+        r0 = y - self.top
+        h = min(window.shape[0], self.height - y)
+        w = min(window.shape[1], self.width - x)
+        if r0 < 0 or r0 + h > self.capacity:
+            raise RuntimeError("tile outside the accumulation band")  # a planning bug, not user input
+        weights = window[:h, :w] * valid[:h, :w]
+        rows, cols = slice(r0, r0 + h), slice(x, x + w)
+        self.probabilities[:, rows, cols] += probabilities[:, :h, :w] * weights
+        if self.robustness is not None and robustness is not None:
+            self.robustness[:, rows, cols] += robustness[:, :h, :w] * weights
+        self.weight[rows, cols] += weights
+        self.valid[rows, cols] |= valid[:h, :w]
+
+    def pop_until(self, end_row: int) -> Optional[FinishedRows]:
+        n = min(end_row - self.top, self.capacity)
+        if n <= 0:
+            return None
+        weight = self.weight[:n]
+        safe = np.where(weight > 0, weight, 1.0)
+        valid = self.valid[:n] & (weight > 0)
+        finished = FinishedRows(
+            self.top, self.probabilities[:, :n] / safe,
+            None if self.robustness is None else self.robustness[:, :n] / safe, valid.copy())
+        for array in (self.probabilities, self.robustness, self.weight, self.valid):
+            if array is not None:
+                array[..., :-n, :] = array[..., n:, :].copy() if n < self.capacity else array[..., :0, :]
+                array[..., self.capacity - n:, :] = 0
+        self.top += n
+        return finished

@@ -1,0 +1,174 @@
+"""Runtimes that turn a batch of normalised tiles into class probabilities and robustness maps.
+
+ONNX Runtime (CUDA execution provider when present and working, else CPU) needs only the
+``.onnx`` graph; the torch runtime rebuilds the network from the package's weights. Both are
+imported lazily so the plugin loads without them.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from .errors import EngineError
+from .package import LOGITS_OUTPUT, ROBUSTNESS_OUTPUT, ModelPackage
+
+DEVICES = ("auto", "cpu", "cuda")
+RUNTIMES = ("onnx", "torch")
+Outputs = Tuple[np.ndarray, Optional[np.ndarray]]  # logits B x N x H x W, robustness B x K x H x W
+
+
+def cpu_threads() -> int:
+    """Threads for intra-op parallelism: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "out of memory" in text or "failed to allocate" in text or "cudaerrormemoryallocation" in text
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    shifted = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=axis, keepdims=True)
+    return shifted
+
+
+class OnnxRunner:
+    def __init__(self, package: ModelPackage, device: str = "auto", threads: Optional[int] = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EngineError("onnxruntime is not installed; install it (pip install onnxruntime) "
+                              "or use ModalSeg's dependency installer") from None
+        self._ort = ort
+        self.package = package
+        self.threads = threads or cpu_threads()
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise EngineError("CUDA was requested but this onnxruntime has no CUDA support "
+                              "(install onnxruntime-gpu and an NVIDIA driver, or choose device 'auto' or 'cpu')")
+        self.session = None
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+            try:
+                self.session = self._session(["CUDAExecutionProvider", "CPUExecutionProvider"])
+            except Exception:  # a broken CUDA install: fall back below, the log tells which device ran
+                self.session = None
+            if self.session is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
+                self.session = None
+            if self.session is None and device == "cuda":
+                raise EngineError("CUDA was requested but onnxruntime could not start on the GPU")
+        if self.session is None:
+            self.session = self._session(["CPUExecutionProvider"])
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    def _session(self, providers):
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        return self._ort.InferenceSession(str(self.package.onnx_path), options, providers=providers)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.session.get_providers()[0] == "CUDAExecutionProvider"
+
+    @property
+    def device(self) -> str:
+        if self.on_gpu:
+            return "GPU (onnxruntime CUDAExecutionProvider)"
+        return f"CPU (onnxruntime CPUExecutionProvider, {self.threads} threads)"
+
+    def to_cpu(self) -> None:
+        self.session = self._session(["CPUExecutionProvider"])
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Outputs:
+        wanted = [LOGITS_OUTPUT] + ([ROBUSTNESS_OUTPUT] if ROBUSTNESS_OUTPUT in self._outputs else [])
+        results = self.session.run(wanted, feeds)
+        return results[0], (results[1] if len(results) > 1 else None)
+
+
+class TorchRunner:
+    """Runs the package's torch weights (same graph as the ONNX file, rebuilt from its metadata)."""
+
+    def __init__(self, package: ModelPackage, device: str = "auto", threads: Optional[int] = None):
+        try:
+            import torch
+        except ImportError:
+            raise EngineError("the torch runtime needs PyTorch, which is not installed; "
+                              "choose the ONNX runtime or install torch") from None
+        from ..models.networks.registry import load_network  # lazy: pulls torch
+
+        self._torch = torch
+        self.package = package
+        if device == "cuda" and not torch.cuda.is_available():
+            raise EngineError("CUDA was requested but torch sees no GPU (choose device 'auto' or 'cpu')")
+        self._device = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+        self.threads = threads or cpu_threads()
+        if self._device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        self.network = load_network(package).to(self._device).eval()
+
+    @property
+    def on_gpu(self) -> bool:
+        return self._device.type == "cuda"
+
+    @property
+    def device(self) -> str:
+        if self.on_gpu:
+            return f"GPU (torch CUDA, {self._torch.cuda.get_device_name(self._device)})"
+        return f"CPU (torch, {self.threads} threads)"
+
+    def to_cpu(self) -> None:
+        self._device = self._torch.device("cpu")
+        self.network = self.network.to(self._device)
+        self._torch.cuda.empty_cache()
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Outputs:
+        torch = self._torch
+        meta = self.package.metadata
+        with torch.inference_mode():
+            inputs = {m: torch.from_numpy(feeds[m]).to(self._device) for m in meta.modality_names}
+            present = torch.from_numpy(feeds[meta.presence_input]).to(self._device) if meta.presence_input else \
+                torch.ones(next(iter(inputs.values())).shape[0], len(inputs), device=self._device)
+            out = self.network(inputs, present)
+            robustness = out.get(ROBUSTNESS_OUTPUT)
+            return (out[LOGITS_OUTPUT].float().cpu().numpy(),
+                    None if robustness is None else robustness.float().cpu().numpy())
+
+
+def make_runner(package: ModelPackage, runtime: str = "onnx", device: str = "auto", threads: Optional[int] = None):
+    if runtime not in RUNTIMES:
+        raise EngineError(f"runtime must be one of {', '.join(RUNTIMES)}")
+    if device not in DEVICES:
+        raise EngineError(f"device must be one of {', '.join(DEVICES)}")
+    if runtime == "torch":
+        if package.weights_path is None:
+            raise EngineError(f"model '{package.metadata.name}' has no torch weights; use the ONNX runtime")
+        return TorchRunner(package, device, threads)
+    return OnnxRunner(package, device, threads)
+
+
+def run_with_fallback(runner, feeds: Dict[str, np.ndarray], warn: Callable[[str], None]) -> Outputs:
+    """Run a batch; on GPU out-of-memory split the batch, and at a single tile move to the CPU."""
+    try:
+        return runner.run(feeds)
+    except Exception as exc:  # runtimes raise their own types; only memory errors are retried
+        if not (runner.on_gpu and is_out_of_memory(exc)):
+            raise
+    batch = next(iter(feeds.values())).shape[0]
+    if batch > 1:
+        half = batch // 2
+        warn(f"GPU out of memory with {batch} tiles per batch; retrying with {half}")
+        first = run_with_fallback(runner, {k: v[:half] for k, v in feeds.items()}, warn)
+        second = run_with_fallback(runner, {k: v[half:] for k, v in feeds.items()}, warn)
+        robustness = None if first[1] is None else np.concatenate([first[1], second[1]])
+        return np.concatenate([first[0], second[0]]), robustness
+    warn("GPU out of memory even for a single tile; continuing on the CPU")
+    runner.to_cpu()
+    return runner.run(feeds)

@@ -1,0 +1,108 @@
+"""Tiled, compressed GeoTIFF writers that only ever show a finished file.
+
+Each writer fills a hidden temporary file next to the destination and renames it at ``commit``;
+``abort`` deletes it, so a cancelled or failed run leaves nothing behind.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import EngineError
+from .grid import Grid
+from .package import ClassInfo
+
+_GDAL_TYPES = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.float32): gdal.GDT_Float32}
+
+
+def _sidecars(path: Path):
+    return [path.with_name(path.name + ".aux.xml"), path.with_name(path.name + ".ovr")]
+
+
+class GeoTiffWriter:
+    def __init__(self, path: str, grid: Grid, bands: int, dtype, nodata: float,
+                 descriptions: Sequence[str] = ()):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".tif", ".tiff"):
+            raise EngineError(f"output '{path}' must be a GeoTIFF (.tif)")
+        if not self.path.parent.is_dir():
+            raise EngineError(f"output folder '{self.path.parent}' does not exist")
+        self.dtype = np.dtype(dtype)
+        self.temp = self.path.with_name(f".{self.path.stem}.partial-{uuid.uuid4().hex[:8]}.tif")
+        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER",
+                   f"PREDICTOR={3 if self.dtype.kind == 'f' else 2}", "NUM_THREADS=2"]
+        self.dataset = gdal.GetDriverByName("GTiff").Create(
+            str(self.temp), grid.width, grid.height, bands, _GDAL_TYPES[self.dtype], options)
+        if self.dataset is None:
+            raise EngineError(f"cannot create '{self.temp}'")
+        self.dataset.SetGeoTransform(grid.geotransform)
+        self.dataset.SetProjection(grid.crs_wkt)
+        for i in range(bands):
+            band = self.dataset.GetRasterBand(i + 1)
+            band.SetNoDataValue(nodata)
+            if i < len(descriptions):
+                band.SetDescription(descriptions[i])
+
+    def set_classes(self, classes: Sequence[ClassInfo], nodata_value: int) -> None:
+        """Colour table and category names (indexed by pixel value) on band 1."""
+        table = gdal.ColorTable()
+        names = [""] * (max(c.value for c in classes) + 1)
+        for c in classes:
+            table.SetColorEntry(c.value, (*c.rgb, 255))
+            names[c.value] = c.name
+        table.SetColorEntry(nodata_value, (0, 0, 0, 0))
+        band = self.dataset.GetRasterBand(1)
+        band.SetRasterColorTable(table)
+        band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        band.SetRasterCategoryNames(names)
+
+    def write(self, y: int, array: np.ndarray) -> None:
+        """Rows starting at ``y``; ``array`` is bands x h x w (or h x w for one band)."""
+        array = array.reshape((-1,) + array.shape[-2:]).astype(self.dtype, copy=False)
+        for i in range(array.shape[0]):
+            self.dataset.GetRasterBand(i + 1).WriteArray(array[i], 0, y)
+
+    def read_band(self, index: int = 1) -> np.ndarray:
+        self.dataset.FlushCache()
+        return self.dataset.GetRasterBand(index).ReadAsArray()
+
+    def commit(self) -> str:
+        self.dataset.FlushCache()
+        self.dataset = None  # closes the file; GDAL writes PAM metadata (.aux.xml) now
+        for stale in [self.path] + _sidecars(self.path):
+            if stale.exists():
+                stale.unlink()
+        os.replace(self.temp, self.path)
+        for temp_side, final_side in zip(_sidecars(self.temp), _sidecars(self.path)):
+            if temp_side.exists():
+                os.replace(temp_side, final_side)
+        return str(self.path)
+
+    def abort(self) -> None:
+        self.dataset = None
+        for leftover in [self.temp] + _sidecars(self.temp):
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def class_nodata_value(classes: Sequence[ClassInfo]) -> int:
+    """0 when no class uses it (the usual 'unlabelled' value), else 255."""
+    values = {c.value for c in classes}
+    if 0 not in values:
+        return 0
+    if 255 not in values:
+        return 255
+    raise EngineError("the model uses both 0 and 255 as class values; no value is left for nodata")
+
+
+def float_writer(path: Optional[str], grid: Grid, descriptions: Sequence[str]) -> Optional[GeoTiffWriter]:
+    if not path:
+        return None
+    return GeoTiffWriter(path, grid, len(descriptions), np.float32, float("nan"), descriptions)

@@ -1,0 +1,224 @@
+"""End-to-end engine behaviour with hand-built ONNX models whose outputs are known exactly."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from modalseg.engine import (Cancelled, EngineError, GridRequest, LayerInput, OutputPaths, RunOptions,
+                             bind_modalities, load_package, run_segmentation)
+from tests.fixtures.onnx_models import make_constant, make_pixelwise
+from tests.fixtures.rasters import read, smooth_field, write_raster, wkt_of
+
+GT = (500000.0, 1.0, 0.0, 6000000.0, 0.0, -1.0)  # EPSG:32631, 1 m pixels
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return {"pixelwise": load_package(make_pixelwise(folder / "pixelwise")),
+            "constant": load_package(make_constant(folder / "constant"))}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scene")
+    h, w = 150, 230
+    optical = np.stack([smooth_field((h, w), s) for s in (1, 2, 3)]) * 255
+    ndsm = smooth_field((h, w), 4) * 20
+    return {
+        "optical": write_raster(folder / "optical.tif", optical.astype(np.uint8), 32631, GT),
+        "ndsm": write_raster(folder / "ndsm.tif", ndsm.astype(np.float32), 32631, GT),
+        "optical_array": optical.astype(np.uint8), "ndsm_array": ndsm.astype(np.float32), "folder": folder,
+    }
+
+
+def _run(package, layers, out: Path, grid=GridRequest(), **options):
+    sources, _ = bind_modalities(package.metadata, layers)
+    paths = OutputPaths(classes=str(out / "classes.tif"), robustness=str(out / "robustness.tif"),
+                        probabilities=str(out / "probabilities.tif"), confidence=str(out / "confidence.tif"))
+    out.mkdir(parents=True, exist_ok=True)
+    report = run_segmentation(sources, package, grid, paths, RunOptions(**options))
+    return report, {k: read(Path(v)) for k, v in report.outputs.items()}
+
+
+def _expected_pixelwise(optical: np.ndarray, ndsm: np.ndarray, gain: float = 4.0):
+    logits = gain * optical.astype(np.float64) / 255.0
+    probabilities = np.exp(logits - logits.max(0)) / np.exp(logits - logits.max(0)).sum(0)
+    shares = np.exp(np.stack([optical.astype(np.float64).mean(0) / 255.0, ndsm.astype(np.float64) / 20.0]))
+    return probabilities, shares / shares.sum(0)
+
+
+def test_constant_model_gives_constant_mosaic(models, scene, tmp_path):
+    report, out = _run(models["constant"], {"optical": LayerInput(str(scene["optical"])),
+                                            "elevation": LayerInput(str(scene["ndsm"]))}, tmp_path)
+    classes, gt, wkt, nodata = out["classes"]
+    assert classes.shape == (150, 230)
+    assert np.all(classes == 2)  # argmax of (0.1, 2.0, 0.5) is the second class, value 2
+    assert gt == pytest.approx(GT)
+    assert gdal.Open(str(tmp_path / "classes.tif")).GetSpatialRef().GetAuthorityCode(None) == "32631"
+    assert nodata == 0
+    assert report.class_counts == {1: 0, 2: 150 * 230, 3: 0}
+    confidence = out["confidence"][0]
+    expected = np.exp(2.0) / (np.exp(0.1) + np.exp(2.0) + np.exp(0.5))
+    assert np.allclose(confidence, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("tile,overlap,blend", [(64, 16, "hann"), (48, 8, "linear"), (32, 0, "none")])
+def test_pixelwise_model_is_reproduced_exactly_across_tile_borders(models, scene, tmp_path, tile, overlap, blend):
+    _, out = _run(models["pixelwise"], {"optical": LayerInput(str(scene["optical"])),
+                                        "elevation": LayerInput(str(scene["ndsm"]))}, tmp_path,
+                  tile_size=tile, overlap=overlap, blend=blend, batch_size=3)
+    probabilities, robustness = _expected_pixelwise(scene["optical_array"], scene["ndsm_array"])
+    assert np.abs(out["probabilities"][0] - probabilities).max() < 1e-5
+    assert np.abs(out["robustness"][0] - robustness).max() < 1e-5
+    assert np.array_equal(out["classes"][0], probabilities.argmax(0) + 1)
+    assert np.allclose(out["robustness"][0].sum(0), 1.0, atol=1e-5)
+
+
+def test_blocks_give_the_same_result_as_one_pass(models, scene, tmp_path):
+    layers = {"optical": LayerInput(str(scene["optical"])), "elevation": LayerInput(str(scene["ndsm"]))}
+    _, whole = _run(models["pixelwise"], layers, tmp_path / "whole", tile_size=48, overlap=16)
+    _, blocks = _run(models["pixelwise"], layers, tmp_path / "blocks", tile_size=48, overlap=16,
+                     tile_rows_per_block=2)
+    assert np.array_equal(whole["probabilities"][0], blocks["probabilities"][0])
+
+
+def test_absent_optional_modality_gets_all_the_robustness(models, scene, tmp_path):
+    report, out = _run(models["pixelwise"], {"optical": LayerInput(str(scene["optical"]))}, tmp_path)
+    assert report.modalities == ["optical"]
+    robustness = out["robustness"][0]
+    assert robustness.shape == (150, 230)  # one band: the modality used
+    assert np.allclose(robustness, 1.0)
+    ds = gdal.Open(str(tmp_path / "robustness.tif"))
+    assert ds.GetRasterBand(1).GetDescription() == "robustness of optical"
+
+
+def test_other_crs_and_resolution_match_prewarped_input(models, scene, tmp_path):
+    # The nDSM in Web Mercator at ~2 m: the engine must warp it exactly as gdal.Warp would.
+    mercator = tmp_path / "ndsm_3857.tif"
+    gdal.Warp(str(mercator), str(scene["ndsm"]), dstSRS="EPSG:3857", xRes=2.0, yRes=2.0, resampleAlg="bilinear")
+    prewarped = tmp_path / "ndsm_prewarped.tif"
+    gdal.Warp(str(prewarped), str(mercator), dstSRS=wkt_of(32631), outputBounds=(500000, 5999850, 500230, 6000000),
+              width=230, height=150, resampleAlg="bilinear", outputType=gdal.GDT_Float32, dstNodata=float("nan"))
+    optical = LayerInput(str(scene["optical"]))
+    _, direct = _run(models["pixelwise"], {"optical": optical, "elevation": LayerInput(str(mercator))},
+                     tmp_path / "a")
+    _, reference = _run(models["pixelwise"], {"optical": optical, "elevation": LayerInput(str(prewarped))},
+                        tmp_path / "b")
+    a, b = direct["robustness"][0], reference["robustness"][0]
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    valid = ~np.isnan(a)
+    assert valid.mean() > 0.9
+    assert np.abs(a[valid] - b[valid]).max() < 1e-5
+
+
+def test_nodata_in_any_modality_is_nodata_in_every_output(models, tmp_path):
+    h, w = 70, 90
+    optical = (np.stack([smooth_field((h, w), s) for s in (5, 6, 7)]) * 60000).astype(np.uint16)
+    optical[:, 10:20, 10:30] = 65535  # optical nodata
+    ndsm = (smooth_field((h, w), 8) * 20).astype(np.float32)
+    ndsm[40:50, 50:60] = np.nan
+    ndsm[0:5, :] = -9999  # declared nodata
+    opt_path = write_raster(tmp_path / "o.tif", optical, 32631, GT, nodata=65535)
+    ndsm_path = write_raster(tmp_path / "n.tif", ndsm, 32631, GT, nodata=-9999)
+    _, out = _run(models["pixelwise"], {"optical": LayerInput(str(opt_path)), "elevation": LayerInput(str(ndsm_path))},
+                  tmp_path / "out")
+    classes = out["classes"][0]
+    invalid = np.zeros((h, w), bool)
+    invalid[10:20, 10:30] = invalid[40:50, 50:60] = invalid[0:5, :] = True
+    assert np.all(classes[invalid] == 0)
+    assert np.all(classes[~invalid] > 0)
+    assert np.all(np.isnan(out["robustness"][0][:, invalid]))
+    assert not np.isnan(out["robustness"][0][:, ~invalid]).any()
+    # uint16 values are used as they are (minmax 0..255 then clipped): no silent /255 or /65535.
+    probabilities, _ = _expected_pixelwise(np.minimum(optical, 255), np.where(invalid, 0, ndsm))
+    assert np.abs(out["probabilities"][0][:, ~invalid] - probabilities[:, ~invalid]).max() < 1e-5
+
+
+def test_raster_smaller_than_a_tile_is_padded_and_masked(models, tmp_path):
+    optical = (np.stack([smooth_field((13, 21), s) for s in (1, 2, 3)]) * 255).astype(np.uint8)
+    path = write_raster(tmp_path / "small.tif", optical, 32631, GT)
+    _, out = _run(models["pixelwise"], {"optical": LayerInput(str(path))}, tmp_path / "out")
+    probabilities, _ = _expected_pixelwise(optical, np.zeros((13, 21)))
+    assert out["classes"][0].shape == (13, 21)
+    assert np.abs(out["probabilities"][0] - probabilities).max() < 1e-5
+
+
+def test_cancel_leaves_no_output(models, scene, tmp_path):
+    sources, _ = bind_modalities(models["pixelwise"].metadata, {"optical": LayerInput(str(scene["optical"]))})
+    calls = []
+
+    def cancel_after_two_batches():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        run_segmentation(sources, models["pixelwise"], GridRequest(),
+                         OutputPaths(str(tmp_path / "c.tif"), str(tmp_path / "r.tif")),
+                         RunOptions(tile_size=32, overlap=8, batch_size=1), is_cancelled=cancel_after_two_batches)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_runtime_failure_leaves_no_output_and_says_why(models, scene, tmp_path):
+    # Reshape to a fixed 8x8 makes the graph fail at run time on 32x32 tiles.
+    import onnx
+    from onnx import helper, numpy_helper
+    path = Path(models["pixelwise"].onnx_path)
+    model = onnx.load(str(path))
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 3, 8, 8], np.int64), "fixed_shape"))
+    node = next(n for n in model.graph.node if n.output[0] == "logits")
+    node.output[0] = "raw_logits"
+    model.graph.node.append(helper.make_node("Reshape", ["raw_logits", "fixed_shape"], ["logits"]))
+    broken = tmp_path / "broken" / "broken.onnx"
+    broken.parent.mkdir()
+    onnx.save(model, str(broken))
+    package = load_package(broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    sources, _ = bind_modalities(package.metadata, {"optical": LayerInput(str(scene["optical"]))})
+    with pytest.raises(EngineError, match="the model failed"):
+        run_segmentation(sources, package, GridRequest(), OutputPaths(str(out / "c.tif"), str(out / "r.tif")),
+                         RunOptions(tile_size=32, overlap=8))
+    assert list(out.iterdir()) == []
+
+
+def test_layers_that_do_not_overlap_are_rejected(models, scene, tmp_path):
+    far = write_raster(tmp_path / "far.tif", np.ones((1, 20, 20), np.float32), 32631,
+                       (600000.0, 1.0, 0.0, 6000000.0, 0.0, -1.0))
+    sources, _ = bind_modalities(models["pixelwise"].metadata, {"optical": LayerInput(str(scene["optical"])),
+                                                                "elevation": LayerInput(str(far))})
+    with pytest.raises(EngineError, match="does not overlap"):
+        run_segmentation(sources, models["pixelwise"], GridRequest(), OutputPaths(str(tmp_path / "c.tif")))
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_layer_that_is_nodata_everywhere_is_rejected(models, scene, tmp_path):
+    empty = write_raster(tmp_path / "empty.tif", np.full((1, 150, 230), -9999, np.float32), 32631, GT, nodata=-9999)
+    sources, _ = bind_modalities(models["pixelwise"].metadata, {"optical": LayerInput(str(scene["optical"])),
+                                                                "elevation": LayerInput(str(empty))})
+    with pytest.raises(EngineError, match="nodata everywhere"):
+        run_segmentation(sources, models["pixelwise"], GridRequest(), OutputPaths(str(tmp_path / "c.tif")))
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_output_extent_and_resolution_request(models, scene, tmp_path):
+    grid = GridRequest(extent=(500020.0, 5999900.0, 500120.0, 5999980.0), resolution=2.0)
+    report, out = _run(models["pixelwise"], {"optical": LayerInput(str(scene["optical"]))}, tmp_path, grid=grid)
+    classes, gt, _, _ = out["classes"]
+    assert classes.shape == (40, 50)
+    assert gt == pytest.approx((500020.0, 2.0, 0.0, 5999980.0, 0.0, -2.0))
+    assert report.grid.width == 50
+
+
+def test_minimum_mapping_unit_removes_small_regions(models, tmp_path):
+    optical = np.zeros((3, 40, 40), np.uint8)
+    optical[0] = 200  # red everywhere ...
+    optical[1, 10:12, 10:12] = 255  # ... but a 2x2 green speck
+    optical[1, 20:35, 20:35] = 255  # and a large green square
+    path = write_raster(tmp_path / "o.tif", optical, 32631, GT)
+    _, raw = _run(models["pixelwise"], {"optical": LayerInput(str(path))}, tmp_path / "raw")
+    _, clean = _run(models["pixelwise"], {"optical": LayerInput(str(path))}, tmp_path / "clean", min_mapping_unit=10)
+    assert np.all(raw["classes"][0][10:12, 10:12] == 2)
+    assert np.all(clean["classes"][0][10:12, 10:12] == 1)
+    assert np.all(clean["classes"][0][20:35, 20:35] == 2)
