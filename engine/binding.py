@@ -98,7 +98,8 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> 
         layer = given.get(role)
         if layer is None:
             if spec.required:
-                raise EngineError(f"model '{meta.name}' requires a {role} layer ({spec.kind}, "
+                article = "an" if role[0] in "aeiou" else "a"
+                raise EngineError(f"model '{meta.name}' requires {article} {role} layer ({spec.kind}, "
                                   f"{spec.bands} band(s): {', '.join(spec.band_names)})")
             messages.append(f"{spec.name}: no {role} layer given; the model runs without it")
             continue
