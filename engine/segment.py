@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import time
+import uuid
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
@@ -15,7 +17,7 @@ from .grid import Grid, GridRequest, reference_grid
 from .normalize import normalize, percentile_range
 from .package import ModelPackage
 from .postprocess import apply_minimum_mapping_unit
-from .reader import SourceReader
+from .reader import BandReader, SourceReader
 from .runtime import make_runner, run_with_fallback, softmax
 from .tiling import Block, Tile, TilePlan, blend_window, plan_blocks, plan_tiles
 from .writers import GeoTiffWriter, class_nodata_value, float_writer
@@ -178,27 +180,29 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     grid = reference_grid(reference_order(sources), grid_request)
     gsd = grid.gsd_metres()
     log(f"output grid: {grid.width} x {grid.height} px, pixel {gsd:.3g} m")
+    network_grid = grid
     if not meta.gsd.min <= gsd <= meta.gsd.max:
-        warn(f"the pixel size ({gsd:.3g} m) is outside the range the model was trained for "
-             f"({meta.gsd.min:g}–{meta.gsd.max:g} m); results may be poor — set the output resolution "
-             "to resample")
-    readers = {s.modality: SourceReader(s, grid) for s in sources}
+        target = min(max(gsd, meta.gsd.min), meta.gsd.max)
+        network_grid = grid.rescaled(target / gsd)
+        log(f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for "
+            f"({meta.gsd.min:g}–{meta.gsd.max:g} m): the network runs on a {network_grid.width} x "
+            f"{network_grid.height} px grid at {target:g} m and its probabilities are resampled back")
+    readers = {s.modality: SourceReader(s, network_grid) for s in sources}
     stats = _statistics(readers, package)
-    plan = plan_tiles(grid.width, grid.height, _tile_size(package, options, log),
+    plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(package, options, log),
                       meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)
-    blocks = plan_blocks(plan, options.tile_rows_per_block)
     runner = make_runner(package, options.runtime, options.device, options.threads)
     log(f"running on {runner.device}; {plan.count} tiles of {plan.tile_width} x {plan.tile_height} px, "
         f"overlap {plan.overlap} px, blend '{options.blend}', batch {options.batch_size}")
     presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)
     sink = _Outputs(outputs, grid, package, used, warn)
     try:
-        done = 0
-        for block in blocks:
-            for tiles_done in _run_block(block, plan, readers, stats, package, runner, presence, sink, options,
-                                         warn, is_cancelled):
-                done += tiles_done
-                progress(done / plan.count, f"tile {done}/{plan.count}")
+        if network_grid is grid:
+            _run_tiles(plan, readers, stats, package, runner, presence, sink, options, warn, is_cancelled,
+                       lambda f, text: progress(f, text))
+        else:
+            _run_resampled(network_grid, grid, plan, readers, stats, package, runner, presence, sink, used, options,
+                           warn, is_cancelled, progress)
         if options.min_mapping_unit > 1:
             log(f"merging regions smaller than {options.min_mapping_unit} px into their neighbours")
             sink.apply_minimum_mapping_unit(options.min_mapping_unit)
@@ -208,6 +212,53 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         raise
     counts = {int(v): int(sink.counts[v]) for v in meta.class_values}
     return RunReport(runner.device, grid, plan.count, time.perf_counter() - started, counts, used, written, warnings)
+
+
+def _run_tiles(plan: TilePlan, readers, stats, package: ModelPackage, runner, presence: np.ndarray, sink,
+               options: RunOptions, warn, is_cancelled, progress: Progress) -> None:
+    done = 0
+    for block in plan_blocks(plan, options.tile_rows_per_block):
+        for tiles_done in _run_block(block, plan, readers, stats, package, runner, presence, sink, options,
+                                     warn, is_cancelled):
+            done += tiles_done
+            progress(done / plan.count, f"tile {done}/{plan.count}")
+
+
+def _run_resampled(network_grid: Grid, grid: Grid, plan: TilePlan, readers, stats, package: ModelPackage, runner,
+                   presence: np.ndarray, sink: "_Outputs", used: Sequence[str], options: RunOptions, warn,
+                   is_cancelled, progress: Progress, rows_per_strip: int = 256) -> None:
+    """Run on ``network_grid``, keep blended probabilities there, then resample them (bilinear) onto
+    ``grid`` strip by strip and derive the outputs from the resampled probabilities."""
+    meta = package.metadata
+    folder = sink.writers["classes"].path.parent
+    scratch = OutputPaths(classes=str(folder / f".modalseg-scratch-{uuid.uuid4().hex[:8]}-classes.tif"),
+                          robustness=str(folder / f".modalseg-scratch-{uuid.uuid4().hex[:8]}-robustness.tif")
+                          if "robustness" in sink.writers else None,
+                          probabilities=str(folder / f".modalseg-scratch-{uuid.uuid4().hex[:8]}-probabilities.tif"))
+    coarse = _Outputs(scratch, network_grid, package, used, warn)
+    try:
+        _run_tiles(plan, readers, stats, package, runner, presence, coarse, options, warn, is_cancelled,
+                   lambda f, text: progress(0.9 * f, text))
+        probabilities = BandReader(coarse.writers["probabilities"].close_for_reading(),
+                                   tuple(range(1, len(meta.classes) + 1)), grid, "bilinear")
+        robustness = (BandReader(coarse.writers["robustness"].close_for_reading(), tuple(range(1, len(used) + 1)),
+                                 grid, "bilinear") if "robustness" in coarse.writers else None)
+        for y in range(0, grid.height, rows_per_strip):
+            if is_cancelled():
+                raise Cancelled("cancelled by the user")
+            h = min(rows_per_strip, grid.height - y)
+            p, valid = probabilities.read(0, y, grid.width, h)
+            p /= np.maximum(p.sum(axis=0, keepdims=True), 1e-12)
+            full_robustness = None
+            if robustness is not None:
+                r, r_valid = robustness.read(0, y, grid.width, h)
+                valid &= r_valid
+                full_robustness = np.zeros((len(meta.modalities), h, grid.width), np.float32)
+                full_robustness[sink.used_index] = r
+            sink.write(FinishedRows(y, p, full_robustness, valid))
+            progress(0.9 + 0.1 * (y + h) / grid.height, "resampling to the output grid")
+    finally:
+        coarse.abort()
 
 
 def _prepare(tiles: List[Tile], plan: TilePlan, readers: Dict[str, SourceReader], stats, package: ModelPackage,

@@ -67,6 +67,11 @@ class GeoTiffWriter:
         for i in range(array.shape[0]):
             self.dataset.GetRasterBand(i + 1).WriteArray(array[i], 0, y)
 
+    def close_for_reading(self) -> str:
+        """Close the temporary file and return its path (``abort`` still removes it)."""
+        self.dataset = None
+        return str(self.temp)
+
     def read_band(self, index: int = 1) -> np.ndarray:
         self.dataset.FlushCache()
         return self.dataset.GetRasterBand(index).ReadAsArray()
