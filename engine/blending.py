@@ -26,6 +26,7 @@ class StripAccumulator:
         self.robustness = np.zeros((modalities, capacity, width), np.float32) if with_robustness else None
         self.weight = np.zeros((capacity, width), np.float32)
         self.valid = np.zeros((capacity, width), bool)
+        self.filled = 0  # rows [0, filled) of the band may hold data; the rest is still zero
 
     def add(self, x: int, y: int, window: np.ndarray, probabilities: np.ndarray,
             robustness: Optional[np.ndarray], valid: np.ndarray) -> None:
@@ -37,11 +38,13 @@ class StripAccumulator:
             raise RuntimeError("tile outside the accumulation band")  # a planning bug, not user input
         weights = window[:h, :w] * valid[:h, :w]
         rows, cols = slice(r0, r0 + h), slice(x, x + w)
-        self.probabilities[:, rows, cols] += probabilities[:, :h, :w] * weights
-        if self.robustness is not None and robustness is not None:
-            self.robustness[:, rows, cols] += robustness[:, :h, :w] * weights
+        for total, values in ((self.probabilities, probabilities), (self.robustness, robustness)):
+            if total is not None and values is not None:
+                weighted = values[:, :h, :w] * weights
+                total[:, rows, cols] += weighted
         self.weight[rows, cols] += weights
         self.valid[rows, cols] |= valid[:h, :w]
+        self.filled = max(self.filled, r0 + h)
 
     def pop_until(self, end_row: int) -> Optional[FinishedRows]:
         n = min(end_row - self.top, self.capacity)
@@ -53,9 +56,13 @@ class StripAccumulator:
         finished = FinishedRows(
             self.top, self.probabilities[:, :n] / safe,
             None if self.robustness is None else self.robustness[:, :n] / safe, valid.copy())
+        # Slide only the rows that hold data: after a tile row that is the overlap, not the whole band.
+        keep = max(0, self.filled - n)
         for array in (self.probabilities, self.robustness, self.weight, self.valid):
             if array is not None:
-                array[..., :-n, :] = array[..., n:, :].copy() if n < self.capacity else array[..., :0, :]
-                array[..., self.capacity - n:, :] = 0
+                if keep:
+                    array[..., :keep, :] = array[..., n:n + keep, :].copy()
+                array[..., keep:max(self.filled, keep), :] = 0
+        self.filled = keep
         self.top += n
         return finished

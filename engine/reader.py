@@ -6,6 +6,7 @@ anything else goes through a GDAL warped VRT, so CRS, pixel size and extent neve
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Optional, Tuple
 
 import numpy as np
@@ -120,9 +121,9 @@ class SourceReader:
             data[:, ~valid] = 0.0
         return data, valid
 
-    def sample(self, max_size: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
-        """The whole grid decimated to at most ``max_size`` pixels a side, for statistics."""
+    def sample(self, max_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+        """The whole grid decimated (nearest neighbour) to at most ``max_size`` pixels a side, for statistics."""
         grid = self.main.grid
         scale = max(grid.width, grid.height) / max_size
-        reader = SourceReader(self.source, grid.rescaled(scale)) if scale > 1 else self
+        reader = SourceReader(replace(self.source, resampling="nearest"), grid.rescaled(scale)) if scale > 1 else self
         return reader.read(0, 0, reader.main.grid.width, reader.main.grid.height)

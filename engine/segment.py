@@ -277,55 +277,79 @@ def _prepare(tiles: List[Tile], plan: TilePlan, readers: Dict[str, SourceReader]
     return _Batch(tiles, feeds, valid)
 
 
+class _BlockAssembler:
+    """Blends one block's tile outputs in order and writes rows as soon as no later tile touches them."""
+
+    def __init__(self, block: Block, plan: TilePlan, package: ModelPackage, sink: _Outputs, blend: str,
+                 batch_size: int):
+        meta = package.metadata
+        self.block, self.plan, self.sink, self.blend = block, plan, sink, blend
+        # A batch may straddle tile rows: the band must hold every row it can touch before rows are final.
+        rows_per_batch = -(-batch_size // len(plan.xs)) + 1
+        capacity = plan.tile_height + rows_per_batch * max(1, plan.tile_height - plan.overlap)
+        self.accumulator = StripAccumulator(plan.width, plan.height, capacity, len(meta.classes),
+                                            len(meta.modalities), plan.ys[block.first_tile_row], meta.has_robustness)
+        self.tiles_left = {r: len(plan.xs) for r in range(block.first_tile_row, block.last_tile_row + 1)}
+        self.next_row = block.first_tile_row
+
+    def consume(self, batch: _Batch, logits: Optional[np.ndarray], robustness: Optional[np.ndarray]) -> None:
+        if logits is not None:
+            probabilities = softmax(logits.astype(np.float32, copy=False))
+            for i, tile in enumerate(batch.tiles):
+                self.accumulator.add(tile.x, tile.y, blend_window(self.plan, tile, self.blend), probabilities[i],
+                                     None if robustness is None else robustness[i], batch.valid[i])
+        for tile in batch.tiles:
+            self.tiles_left[tile.row] -= 1
+        while self.next_row <= self.block.last_tile_row and self.tiles_left[self.next_row] == 0:
+            self._emit(self.plan.final_row_end(self.next_row))
+            self.next_row += 1
+
+    def _emit(self, end_row: int) -> None:
+        finished = self.accumulator.pop_until(min(end_row, self.block.end_output_row))
+        if finished is None:
+            return
+        skip = max(0, self.block.first_output_row - finished.y)  # halo rows belong to the previous block
+        if skip < finished.valid.shape[0]:
+            self.sink.write(FinishedRows(finished.y + skip, finished.probabilities[:, skip:],
+                                         None if finished.robustness is None else finished.robustness[:, skip:],
+                                         finished.valid[skip:]))
+
+
 def _run_block(block: Block, plan: TilePlan, readers, stats, package: ModelPackage, runner, presence: np.ndarray,
                sink: _Outputs, options: RunOptions, warn, is_cancelled):
-    """Run one block; yields the number of tiles finished after each batch."""
-    meta = package.metadata
+    """Run one block; yields the number of tiles finished after each batch.
+
+    Three stages overlap: a reader thread prepares batch i+1 and a writer thread blends and writes
+    batch i-1 while the runtime computes batch i (the runtime releases the GIL)."""
     tiles = plan.tiles_in_rows(block.first_tile_row, block.last_tile_row)
     batch_size = max(1, options.batch_size)
     batches = [tiles[i:i + batch_size] for i in range(0, len(tiles), batch_size)]
-    # A batch may straddle tile rows: the band must hold every row it can touch before rows are final.
-    rows_per_batch = -(-batch_size // len(plan.xs)) + 1
-    capacity = plan.tile_height + rows_per_batch * max(1, plan.tile_height - plan.overlap)
-    accumulator = StripAccumulator(plan.width, plan.height, capacity, len(meta.classes), len(meta.modalities),
-                                   plan.ys[block.first_tile_row], meta.has_robustness)
-    tiles_left = {r: len(plan.xs) for r in range(block.first_tile_row, block.last_tile_row + 1)}
-    next_row = block.first_tile_row
-
-    def emit(end_row: int) -> None:
-        finished = accumulator.pop_until(min(end_row, block.end_output_row))
-        if finished is None:
-            return
-        skip = max(0, block.first_output_row - finished.y)  # halo rows belong to the previous block
-        if skip < finished.valid.shape[0]:
-            sink.write(FinishedRows(finished.y + skip, finished.probabilities[:, skip:],
-                                    None if finished.robustness is None else finished.robustness[:, skip:],
-                                    finished.valid[skip:]))
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modalseg-read") as reader_pool:
+    assembler = _BlockAssembler(block, plan, package, sink, options.blend, batch_size)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modalseg-read") as reader_pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="modalseg-write") as writer_pool:
         pending = reader_pool.submit(_prepare, batches[0], plan, readers, stats, package, presence)
-        for index in range(len(batches)):
-            if is_cancelled():
-                pending.cancel()
-                raise Cancelled("cancelled by the user")
-            batch = pending.result()
-            if index + 1 < len(batches):  # read the next batch while the runtime works on this one
-                pending = reader_pool.submit(_prepare, batches[index + 1], plan, readers, stats, package, presence)
-            if batch.valid.any():
-                try:
-                    logits, robustness = run_with_fallback(runner, batch.feeds, warn)
-                except EngineError:
-                    raise
-                except Exception as exc:  # runtime errors come in the runtimes' own types
-                    raise EngineError(f"the model failed on a batch of tiles: {str(exc).splitlines()[0][:300]}") \
-                        from exc
-                probabilities = softmax(logits.astype(np.float32, copy=False))
-                for i, tile in enumerate(batch.tiles):
-                    accumulator.add(tile.x, tile.y, blend_window(plan, tile, options.blend), probabilities[i],
-                                    None if robustness is None else robustness[i], batch.valid[i])
-            for tile in batch.tiles:
-                tiles_left[tile.row] -= 1
-            while next_row <= block.last_tile_row and tiles_left[next_row] == 0:
-                emit(plan.final_row_end(next_row))
-                next_row += 1
-            yield len(batch.tiles)
+        written = None
+        try:
+            for index in range(len(batches)):
+                if is_cancelled():
+                    raise Cancelled("cancelled by the user")
+                batch = pending.result()
+                if index + 1 < len(batches):
+                    pending = reader_pool.submit(_prepare, batches[index + 1], plan, readers, stats, package,
+                                                 presence)
+                logits = robustness = None
+                if batch.valid.any():  # tiles of nodata only are not run at all
+                    try:
+                        logits, robustness = run_with_fallback(runner, batch.feeds, warn)
+                    except EngineError:
+                        raise
+                    except Exception as exc:  # runtime errors come in the runtimes' own types
+                        raise EngineError("the model failed on a batch of tiles: "
+                                          f"{str(exc).splitlines()[0][:300]}") from exc
+                if written is not None:
+                    written.result()  # re-raises a writer error; also keeps at most one batch queued
+                written = writer_pool.submit(assembler.consume, batch, logits, robustness)
+                yield len(batch.tiles)
+            written.result()
+        finally:
+            pending.cancel()
