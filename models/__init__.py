@@ -1,0 +1,1 @@
+"""QGIS-free model library: networks, packages, training, export."""

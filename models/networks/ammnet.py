@@ -1,0 +1,84 @@
+"""AMMNet-like asymmetric RGB + DSM network — a placeholder design [R] (digest §1.5).
+
+Only AMMNet's abstract is available, so every detail is a choice:
+
+* ADE: a deep optical ``light_cnn`` (widths 16/32/64/128, depths 1/1/2/1) and a light elevation
+  ``light_cnn`` (``aux_widths`` 8/16/32/64, depth 1 each), run as ``SeparateStreams``; a 1×1
+  conv per stage aligns the elevation width to the optical width.
+* APF per stage: gate form everywhere, plus DSM-prior-biased attention at the coarsest stage
+  (``apf_attention_stages``; global attention is affordable only at stride 32).
+* DA: ``forward_train`` returns per-stage 1×1 projections of both streams (``da_pairs``) for
+  ``losses.kl_alignment`` (KL over channels per pixel, τ = 1; weight chosen by the trainer,
+  0.1 suggested).
+* Decoder: UPerHead (64 channels).
+
+Logits only (``has_robustness = False``): the APF gate is a multiplicative prior on the optical
+stream, not a share between modalities. Absent optical → only the DSM injection path remains;
+absent DSM → the optical stream passes unchanged. ``size_multiple`` = 32.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.backbones import light_cnn
+from ..nn.common import expand_presence
+from ..nn.decoders import UPerHead
+from ..nn.interaction import APF
+from ..nn.streams import SeparateStreams, ordered_inputs
+from ._base import SegNetwork, require_modalities
+
+DEFAULTS: dict[str, Any] = {
+    "widths": [16, 32, 64, 128],
+    "depths": [1, 1, 2, 1],
+    "aux_widths": [8, 16, 32, 64],
+    "aux_depths": [1, 1, 1, 1],
+    "apf_attention_stages": [3],
+    "decoder_channels": 64,
+    "da_dim": 32,
+    "dropout": 0.1,
+}
+
+
+class AMMNet(SegNetwork):
+    size_multiple = 32
+    has_robustness = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        require_modalities(self.modalities, 2, "AMMNet")
+        cfg = {**DEFAULTS, **dict(config)}
+        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        c_main, c_aux = (self.in_channels[m] for m in self.modalities)
+        main = light_cnn(c_main, cfg["widths"], cfg["depths"])
+        aux = light_cnn(c_aux, cfg["aux_widths"], cfg["aux_depths"])
+        self.streams = SeparateStreams([main, aux])
+        w, wa = main.out_channels, aux.out_channels
+        att = set(int(i) for i in cfg["apf_attention_stages"])
+        self.align = nn.ModuleList(nn.Conv2d(a, c, 1) for a, c in zip(wa, w))
+        self.apf = nn.ModuleList(APF(c, i in att) for i, c in enumerate(w))
+        d = int(cfg["da_dim"])
+        self.da_main = nn.ModuleList(nn.Conv2d(c, d, 1) for c in w)
+        self.da_aux = nn.ModuleList(nn.Conv2d(c, d, 1) for c in w)
+        self.decoder = UPerHead(w, main.out_strides, self.num_classes, int(cfg["decoder_channels"]),
+                                float(cfg["dropout"]))
+
+    def _features(self, inputs: Mapping[str, Tensor], present: Tensor):
+        levels = self.streams(ordered_inputs(inputs, self.modalities), present)
+        p_r, p_d = expand_presence(present, 0), expand_presence(present, 1)
+        fused, pairs = [], []
+        for i, (f_r, f_d) in enumerate(levels):
+            f_d = self.align[i](f_d) * p_d
+            fused.append(self.apf[i](f_r, f_d, p_r, p_d))
+            pairs.append((self.da_main[i](f_r), self.da_aux[i](f_d)))
+        return fused, pairs
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        fused, _ = self._features(inputs, present)
+        return {"logits": self.decoder(fused)}
+
+    def forward_train(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Any]:
+        fused, pairs = self._features(inputs, present)
+        return {"logits": self.decoder(fused), "da_pairs": pairs}

@@ -1,0 +1,76 @@
+"""ASANet: asymmetric semantic aligning RGB + SAR network (digest §2), at CPU size.
+
+Composition: twin encoders with separate weights (``light_cnn`` 16/32/64/128 instead of
+ConvNeXt-V2-T), per stage SFM (interaction fed forward) → channel LayerNorm per stream (the
+normalised tensors are also carried forward, as in the code) → CFM (stage fusion) → UPerHead;
+an FCN auxiliary head on stage 3 (``forward_train``'s ``aux_logits``; loss weight 0.4 suggested).
+
+Choices [R]: UPerHead PPM uses global + local-window pooling (ONNX-friendly, see decoders);
+decoder width 64 instead of 256. Logits only (``has_robustness = False``): CFM's softmax runs
+over channels, not over modalities, so it yields no per-modality share. Absent SAR → SFM leaves
+the optical stream unchanged and CFM zeroes the SAR gate. ``size_multiple`` = 32.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import Tensor, nn
+
+from ..nn.backbones import light_cnn
+from ..nn.common import expand_presence
+from ..nn.decoders import UPerHead
+from ..nn.fusion import CFM
+from ..nn.heads import FCNHead
+from ..nn.interaction import SFM
+from ..nn.norms import LayerNorm2d
+from ..nn.streams import SeparateStreams, ordered_inputs
+from ._base import SegNetwork, require_modalities
+
+DEFAULTS: dict[str, Any] = {
+    "widths": [16, 32, 64, 128],
+    "depths": [1, 1, 2, 1],
+    "decoder_channels": 64,
+    "aux_channels": 32,
+    "dropout": 0.1,
+}
+
+
+class ASANet(SegNetwork):
+    size_multiple = 32
+    has_robustness = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        require_modalities(self.modalities, 2, "ASANet")
+        cfg = {**DEFAULTS, **dict(config)}
+        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        c_a, c_b = (self.in_channels[m] for m in self.modalities)
+        self.streams = SeparateStreams([light_cnn(c_a, cfg["widths"], cfg["depths"]),
+                                        light_cnn(c_b, cfg["widths"], cfg["depths"])])
+        w = self.streams.out_channels[0]
+        strides = self.streams.out_strides
+        self.sfm = nn.ModuleList(SFM(c) for c in w)
+        self.norm = nn.ModuleList(nn.ModuleList([LayerNorm2d(c), LayerNorm2d(c)]) for c in w)
+        self.cfm = nn.ModuleList(CFM(c) for c in w)
+        self.decoder = UPerHead(w, strides, self.num_classes, int(cfg["decoder_channels"]), float(cfg["dropout"]))
+        self.aux = FCNHead(w[2], self.num_classes, strides[2], int(cfg["aux_channels"]))
+
+    def _features(self, inputs: Mapping[str, Tensor], present: Tensor) -> list[Tensor]:
+        p_a, p_b = expand_presence(present, 0), expand_presence(present, 1)
+        fused: list[Tensor] = []
+
+        def hook(i: int, feats: list[Tensor], present: Tensor) -> list[Tensor]:
+            a, b = self.sfm[i](feats[0], feats[1], p_a, p_b)
+            a, b = self.norm[i][0](a) * p_a, self.norm[i][1](b) * p_b
+            fused.append(self.cfm[i](a, b, p_a, p_b))
+            return [a, b]
+
+        self.streams(ordered_inputs(inputs, self.modalities), present, hook)
+        return fused
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        return {"logits": self.decoder(self._features(inputs, present))}
+
+    def forward_train(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        fused = self._features(inputs, present)
+        return {"logits": self.decoder(fused), "aux_logits": self.aux(fused[2])}

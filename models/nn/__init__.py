@@ -1,0 +1,1 @@
+"""Composable network parts (backbones, streams, interaction, fusion, decoders, losses, strategies)."""

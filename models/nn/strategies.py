@@ -1,0 +1,74 @@
+"""Modality-level training strategies, as plain functions on batches / presence vectors."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def modality_dropout(present: Tensor, p_drop: float = 0.3,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Randomly drop modalities per sample (M3L-style), never all of them.
+
+    Each present modality is dropped with probability ``p_drop``; a sample left empty gets one of
+    its originally present modalities back, chosen uniformly.
+    """
+    keep = (torch.rand(present.shape, generator=generator, device=present.device) >= p_drop).float()
+    out = present * keep
+    empty = out.sum(1) == 0
+    if bool(empty.any()):
+        w = present[empty] + 1e-6 * (present[empty] == 0)
+        pick = torch.multinomial(w / w.sum(1, keepdim=True), 1, generator=generator).squeeze(1)
+        out[empty] = torch.nn.functional.one_hot(pick, present.shape[1]).to(present.dtype)
+    return out
+
+
+def zero_absent(inputs: dict[str, Tensor], present: Tensor, modalities: list[str] | tuple[str, ...]) -> dict[str, Tensor]:
+    """Zero the input tensors of absent modalities (the contract for absent inputs)."""
+    return {m: inputs[m] * present[:, i].reshape(-1, 1, 1, 1) for i, m in enumerate(modalities)}
+
+
+def mcrm_masking(inputs: dict[str, Tensor], modalities: tuple[str, str], ratio: float = 0.25,
+                 blocks: int = 1, area: tuple[float, float] = (0.1, 0.3),
+                 aspect: tuple[float, float] = (0.5, 2.0),
+                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """MoBaNet's Modality-Conditional Random Masking (training only; digest §3.4).
+
+    ⌊ratio·B⌋ samples are chosen; the first half of them get rectangles zeroed on the first
+    modality, the rest on the second (never both). Each rectangle covers U(area) of the image with
+    aspect U(aspect) at a uniform position, over all channels. Returns new tensors.
+    """
+    out = {m: t.clone() for m, t in inputs.items()}
+    b, _, h, w = out[modalities[0]].shape
+    n = int(ratio * b)
+    if n == 0:
+        return out
+    chosen = torch.randperm(b, generator=generator)[:n].tolist()
+    for j, idx in enumerate(chosen):
+        m = modalities[0] if j < n // 2 else modalities[1]
+        for _ in range(blocks):
+            u = torch.rand(4, generator=generator).tolist()
+            a = (area[0] + u[0] * (area[1] - area[0])) * h * w
+            r = aspect[0] + u[1] * (aspect[1] - aspect[0])
+            bh = max(1, min(h, int(round((a * r) ** 0.5))))
+            bw = max(1, min(w, int(round((a / r) ** 0.5))))
+            y0 = int(u[2] * (h - bh + 1))
+            x0 = int(u[3] * (w - bw + 1))
+            out[m][idx, :, y0:y0 + bh, x0:x0 + bw] = 0
+    return out
+
+
+def mas_sample(robustness: Tensor, present: Tensor, generator: torch.Generator | None = None,
+               eps: float = 1e-6) -> Tensor:
+    """SGMA modality-aware sampling for one scale: a one-hot B×K choice per sample (digest §5.4).
+
+    Inverts the robustness map over the present modalities (R̃ = (1/R)/Σ(1/R), i.e. SoftMin of the
+    attention logits), averages over space, and samples one modality per sample: fragile
+    modalities are trained alone more often. Detached; absent modalities are never chosen.
+    """
+    r = robustness.detach()
+    inv = present[:, :, None, None] / r.clamp_min(eps)
+    inv = inv / inv.sum(1, keepdim=True).clamp_min(eps)
+    p = inv.mean((2, 3)) * present
+    p = p / p.sum(1, keepdim=True).clamp_min(eps)
+    pick = torch.multinomial(p, 1, generator=generator).squeeze(1)
+    return torch.nn.functional.one_hot(pick, present.shape[1]).to(present.dtype)

@@ -1,0 +1,73 @@
+"""MoBaNet: frozen shared tiny ViT + CPIA + DGFM, MCRM training path, ONNX parity, PEFT counts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+from modalseg.models.networks import build_network  # noqa: E402
+from modalseg.models.nn.fusion import DGFM  # noqa: E402
+from modalseg.models.nn.interaction import CPIA  # noqa: E402
+from modalseg.models.nn.losses import ce_loss, hard_pixel_aux_ce  # noqa: E402
+from modalseg.models.nn.strategies import mcrm_masking  # noqa: E402
+from test_networks import (apply_subset, check_contract, check_forward_backward,  # noqa: E402
+                           check_onnx_parity, make_inputs, subsets)
+
+CFG = {"modalities": {"optical": 3, "dsm": 1}, "num_classes": 6}
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_network("mobanet", CFG)
+
+
+def test_contract_and_frozen_backbone(net):
+    check_contract(net)
+    assert all(not p.requires_grad for p in net.vit.parameters())
+    assert net.aux_embed.proj.weight.requires_grad
+    assert net.trainable_parameters() > net.trainable_parameters(include_aux_heads=False)
+
+
+def test_forward_backward_two_sizes(net):
+    check_forward_backward(net)
+
+
+def test_every_subset_robustness(net):
+    net.eval()
+    inputs = make_inputs(net, 2, 64)
+    for subset in subsets(2):
+        zeroed, present = apply_subset(inputs, net, subset)
+        with torch.no_grad():
+            r = net(zeroed, present)["robustness"]
+        torch.testing.assert_close(r.sum(1), torch.ones(2, 64, 64), atol=1e-5, rtol=0)
+        for i, on in enumerate(subset):
+            if not on:
+                assert r[:, i].abs().max() == 0
+
+
+def test_mcrm_training_step(net):
+    net.train()
+    g = torch.Generator().manual_seed(0)
+    inputs = make_inputs(net, 4, 64)
+    masked = mcrm_masking(inputs, net.modalities, ratio=0.5, generator=g)
+    changed = [int((masked[m] != inputs[m]).flatten(1).any(1).sum()) for m in net.modalities]
+    assert changed == [1, 1]   # 2 samples masked: one on each modality, never both
+    target = torch.randint(0, 6, (4, 64, 64), generator=g)
+    out = net.forward_train(masked, torch.ones(4, 2))
+    loss = ce_loss(out["logits"], target) + 0.01 * hard_pixel_aux_ce(out["logits"], out["aux_logits"], target)
+    loss.backward()
+    assert net.aux_heads[0].body[-1].weight.grad is not None
+
+
+def test_onnx_parity_dynamic_size(net, tmp_path):
+    check_onnx_parity(net, tmp_path, export_size=64, run_sizes=(64, 96))
+
+
+def test_peft_module_counts_match_paper_vit_b():
+    """Digest §3.6: 4×CPIA = 2,082,048 and 4×(DGFM + LayerNorm) = 1,005,312 for D = 768."""
+    cpia = sum(p.numel() for p in CPIA(768, 0.25).parameters())
+    dgfm = sum(p.numel() for p in DGFM(768, 96).parameters()) + 2 * 768
+    assert 4 * cpia == 2_082_048
+    assert 4 * dgfm == 1_005_312
