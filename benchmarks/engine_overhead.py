@@ -27,7 +27,8 @@ def main() -> None:
     from modalseg.engine.binding import reference_order
     from modalseg.engine.reader import SourceReader
     from modalseg.engine.runtime import make_runner
-    from modalseg.engine.segment import _prepare, _statistics
+    from modalseg.engine.pipeline import TilePipeline
+    from modalseg.engine.segment import layer_statistics
     from modalseg.engine.tiling import plan_tiles
     import numpy as np
 
@@ -54,14 +55,15 @@ def main() -> None:
     tile, overlap = 512, round(0.15 * 512)
     grid = reference_grid(reference_order(sources), GridRequest())
     readers = {s.modality: SourceReader(s, grid) for s in sources}
-    stats = _statistics(readers, package)
+    stats = layer_statistics(readers, package.metadata)
     plan = plan_tiles(grid.width, grid.height, tile, overlap, package.metadata.size_multiple)
     presence = np.ones((1, len(package.metadata.modalities)), np.float32)
     tiles = plan.tiles_in_rows(0, len(plan.ys) - 1)
-    batches = [_prepare(tiles[i:i + args.batch], plan, readers, stats, package, presence).feeds
-               for i in range(0, len(tiles), args.batch)]
     runner = make_runner(package, "onnx", "cpu")
-    runner.run(batches[0])  # warm-up, as the engine's first batch also pays it... excluded on both sides
+    pipeline = TilePipeline(plan, readers, stats, package.metadata, runner, presence, "hann", args.batch,
+                            print, lambda: False)
+    batches = [pipeline.prepare(tiles[i:i + args.batch]).feeds for i in range(0, len(tiles), args.batch)]
+    runner.run(batches[0])  # warm-up: the first run of a session is slower; the engine pays it, bare does not
     start = time.perf_counter()
     for feeds in batches:
         runner.run(feeds)

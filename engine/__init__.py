@@ -10,7 +10,8 @@ from .binding import LayerInput, Source, bind_modalities
 from .errors import Cancelled, EngineError
 from .grid import Grid, GridRequest
 from .package import ModelPackage, PackageError, PackageMetadata, list_packages, load_package
-from .segment import OutputPaths, RunOptions, RunReport, run_segmentation
+from .outputs import OutputPaths
+from .segment import RunOptions, RunReport, run_segmentation
 
 __all__ = ["Cancelled", "EngineError", "Grid", "GridRequest", "LayerInput", "ModelPackage", "OutputPaths",
            "PackageError", "PackageMetadata", "RunOptions", "RunReport", "Source", "bind_modalities",

@@ -74,8 +74,9 @@ class GridRequest:
     """What the caller asks of the output grid; anything left ``None`` comes from the reference layer."""
 
     crs_wkt: Optional[str] = None
-    extent: Optional[Bounds] = None  # in crs_wkt, or in the reference layer's CRS when crs_wkt is None
-    resolution: Optional[float] = None  # in CRS units
+    extent: Optional[Bounds] = None  # in extent_crs_wkt, else in the output CRS
+    resolution: Optional[float] = None  # in output CRS units
+    extent_crs_wkt: Optional[str] = None
 
 
 def open_raster(path: str) -> gdal.Dataset:
@@ -156,7 +157,10 @@ def reference_grid(paths: Sequence[str], request: GridRequest) -> Grid:
         resolution = request.resolution or (grid.pixel_width + grid.pixel_height) / 2.0
         if resolution <= 0:
             raise EngineError("the output resolution must be positive")
-        xmin, ymin, xmax, ymax = request.extent or grid.bounds
+        extent = request.extent
+        if extent and request.extent_crs_wkt:
+            extent = transform_bounds(extent, request.extent_crs_wkt, grid.crs_wkt)
+        xmin, ymin, xmax, ymax = extent or grid.bounds
         if xmax <= xmin or ymax <= ymin:
             raise EngineError("the output extent is empty")
         width = max(1, int(round((xmax - xmin) / resolution)))

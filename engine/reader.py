@@ -69,6 +69,11 @@ class BandReader:
         self._selected = selected  # the warped VRT references it
         return warped
 
+    def close(self) -> None:
+        """Drop this thread's dataset now (a traceback may keep the reader itself alive)."""
+        self._local = threading.local()
+        self._selected = None
+
     def read(self, x: int, y: int, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(data[bands, h, w] float32, valid[h, w] bool)``; pixels outside the raster are invalid."""
         data = np.zeros((len(self.bands), height, width), dtype=np.float32)
@@ -120,6 +125,11 @@ class SourceReader:
             valid &= ground_valid
             data[:, ~valid] = 0.0
         return data, valid
+
+    def close(self) -> None:
+        for reader in (self.main, self.dtm):
+            if reader is not None:
+                reader.close()
 
     def sample(self, max_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
         """The whole grid decimated (nearest neighbour) to at most ``max_size`` pixels a side, for statistics."""

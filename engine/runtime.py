@@ -112,7 +112,10 @@ class TorchRunner:
         self.threads = threads or cpu_threads()
         if self._device.type == "cpu":
             torch.set_num_threads(self.threads)
-        self.network = load_network(package).to(self._device).eval()
+        try:
+            self.network = load_network(package).to(self._device).eval()
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
 
     @property
     def on_gpu(self) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import EngineError
 
-BLEND_WINDOWS = ("hann", "linear", "none")
+BLEND_WINDOWS = ("hann", "linear", "none", "crop")
 
 
 def _starts(length: int, tile: int, stride: int) -> List[int]:
@@ -78,7 +78,13 @@ def _ramp(length: int, kind: str) -> np.ndarray:
 def _axis_weights(size: int, overlap: int, kind: str, before: bool, after: bool) -> np.ndarray:
     w = np.ones(size, dtype=np.float64)
     ramp_length = min(overlap, size // 2)
-    if kind != "none" and ramp_length > 0:
+    if kind == "crop":  # keep the tile's centre only (Deepness-style stitching, for comparison)
+        half = overlap // 2
+        if before:
+            w[:half] = 0.0
+        if after and half:
+            w[size - half:] = 0.0
+    elif kind != "none" and ramp_length > 0:
         ramp = _ramp(ramp_length, kind)
         if before:
             w[:ramp_length] = ramp
@@ -89,7 +95,8 @@ def _axis_weights(size: int, overlap: int, kind: str, before: bool, after: bool)
 
 def blend_window(plan: TilePlan, tile: Tile, kind: str) -> np.ndarray:
     """Weights of one tile: tapered only on sides that have a neighbour, so raster borders keep full
-    weight and every pixel has a positive total weight."""
+    weight and every pixel has a positive total weight. ``hann``/``linear`` taper over the overlap,
+    ``none`` averages overlaps evenly, ``crop`` keeps only the tile centre (hard seams; comparison only)."""
     if kind not in BLEND_WINDOWS:
         raise EngineError(f"blend window must be one of {', '.join(BLEND_WINDOWS)}")
     wx = _axis_weights(plan.tile_width, plan.overlap, kind, tile.column > 0, tile.column < len(plan.xs) - 1)

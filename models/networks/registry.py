@@ -5,9 +5,12 @@ Networks are imported lazily so that importing the registry costs nothing until 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from ...engine.package import ModelPackage
 
 _TABLE: dict[str, tuple[str, str]] = {
     "sgma": (".sgma", "SGMA"),
@@ -15,6 +18,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     "ammnet": (".ammnet", "AMMNet"),
     "asanet": (".asanet", "ASANet"),
     "mobanet": (".mobanet", "MoBaNet"),
+    "reference-gated-fcn": ("..reference", "build_reference_net"),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_TABLE)
 
@@ -30,3 +34,24 @@ def network_class(architecture: str) -> type[nn.Module]:
 def build_network(architecture: str, config: Mapping[str, Any]) -> nn.Module:
     """Build a network from its JSON-able config (``network.config`` rebuilds the same net)."""
     return network_class(architecture)(dict(config))
+
+
+def load_network(package: "ModelPackage") -> nn.Module:
+    """Rebuild a package's network from ``extra.torch`` in its metadata and load its weights."""
+    from ..export import load_weights
+
+    meta = package.metadata
+    recipe = meta.extra.get("torch")
+    if not isinstance(recipe, dict) or "architecture" not in recipe or "config" not in recipe:
+        raise ValueError(f"model '{meta.name}' does not say how to rebuild its torch network (extra.torch)")
+    if package.weights_path is None:
+        raise ValueError(f"model '{meta.name}' has no torch weights beside its ONNX graph")
+    network = build_network(recipe["architecture"], recipe["config"])
+    try:
+        missing = load_weights(network, package.weights_path)
+    except RuntimeError as exc:  # torch reports shape mismatches this way
+        raise ValueError(f"model '{meta.name}': the weights do not fit the network it describes "
+                         f"({str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else exc})") from None
+    if missing:
+        raise ValueError(f"model '{meta.name}': the weights lack {len(missing)} tensors, e.g. {missing[:3]}")
+    return network.eval()

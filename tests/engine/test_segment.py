@@ -91,7 +91,7 @@ def test_absent_optional_modality_gets_all_the_robustness(models, scene, tmp_pat
     assert robustness.shape == (150, 230)  # one band: the modality used
     assert np.allclose(robustness, 1.0)
     ds = gdal.Open(str(tmp_path / "robustness.tif"))
-    assert ds.GetRasterBand(1).GetDescription() == "robustness of optical"
+    assert ds.GetRasterBand(1).GetDescription() == "optical"
 
 
 def test_other_crs_and_resolution_match_prewarped_input(models, scene, tmp_path):
@@ -247,3 +247,26 @@ def test_grid_outside_the_model_gsd_range_runs_resampled_and_comes_back(scene, t
     assert np.allclose(read(out / "r.tif")[0].sum(0), 1.0, atol=1e-5)
     assert sorted(p.name for p in out.iterdir()) == ["c.tif", "c.tif.aux.xml", "p.tif", "r.tif"]
     assert report.tiles == 5 * 3  # 115 x 75 px in 32 px tiles with 24 px stride
+
+
+def test_centre_crop_stitching_covers_every_pixel(models, scene, tmp_path):
+    _, out = _run(models["pixelwise"], {"optical": LayerInput(str(scene["optical"]))}, tmp_path,
+                  tile_size=48, overlap=16, blend="crop")
+    probabilities, _ = _expected_pixelwise(scene["optical_array"], np.zeros((150, 230)))
+    assert np.abs(out["probabilities"][0] - probabilities).max() < 1e-5
+
+
+REFERENCE = Path(__file__).resolve().parents[2] / "resources" / "models" / "reference"
+
+
+@pytest.mark.skipif(not (REFERENCE / "reference.onnx").exists(), reason="reference package not built")
+def test_torch_and_onnx_runtimes_agree_on_real_data(tmp_path):
+    from conftest import SHARED_DATA
+    houses = SHARED_DATA / "lidarhd_houses"
+    package = load_package(REFERENCE)
+    layers = {"optical": LayerInput(str(houses / "lidarprod_870000_6618000_rgb.tif")),
+              "elevation": LayerInput(str(houses / "lidarprod_870000_6618000_ndsm.tif"))}
+    _, onnx_out = _run(package, layers, tmp_path / "onnx", runtime="onnx")
+    _, torch_out = _run(package, layers, tmp_path / "torch", runtime="torch")
+    assert np.nanmax(np.abs(onnx_out["probabilities"][0] - torch_out["probabilities"][0])) < 1e-3
+    assert np.mean(onnx_out["classes"][0] == torch_out["classes"][0]) > 0.999

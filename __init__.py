@@ -1,0 +1,13 @@
+"""ModalSeg: multimodal semantic segmentation of remote-sensing rasters, as a QGIS plugin.
+
+This module stays free of ``qgis`` imports at import time so that the QGIS-free parts
+(``modalseg.engine``, ``modalseg.models``) can be imported from a plain Python process; QGIS
+calls :func:`classFactory`, which imports the QGIS side lazily.
+"""
+
+
+def classFactory(iface):  # noqa: N802 - name fixed by the QGIS plugin contract
+    """Entry point QGIS calls when it loads the plugin (``iface`` is None under qgis_process)."""
+    from .processing_provider.plugin import ModalSegPlugin
+
+    return ModalSegPlugin(iface)

@@ -1,0 +1,42 @@
+"""The ``modalseg`` Processing provider."""
+from pathlib import Path
+from typing import List
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+PLUGIN_ROOT = Path(__file__).resolve().parent.parent
+ICON_PATH = PLUGIN_ROOT / "icon.png"
+
+
+class ModalSegProvider(QgsProcessingProvider):
+    """Holds ModalSeg's algorithms; id ``modalseg`` (so ``modalseg:segment``)."""
+
+    def id(self) -> str:
+        return "modalseg"
+
+    def name(self) -> str:
+        return "ModalSeg"
+
+    def longName(self) -> str:  # noqa: N802 - QGIS API name
+        return "ModalSeg - multimodal semantic segmentation"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON_PATH))
+
+    def svgIconPath(self) -> str:  # noqa: N802 - QGIS API name
+        return str(PLUGIN_ROOT / "resources" / "icons" / "modalseg.svg")
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
+        # Imported here so that a broken algorithm module shows up as a provider load error
+        # in the log rather than stopping the plugin from loading at all.
+        from .algorithm_segment import SegmentAlgorithm
+
+        self.addAlgorithm(SegmentAlgorithm())
+
+    # The engine writes GeoTIFF only; advertising just that keeps the output file dialogs honest.
+    def supportedOutputRasterLayerExtensions(self) -> List[str]:  # noqa: N802 - QGIS API name
+        return ["tif"]
+
+    def defaultRasterFileExtension(self) -> str:  # noqa: N802 - QGIS API name
+        return "tif"
