@@ -18,15 +18,16 @@ _TABLE: dict[str, tuple[str, str]] = {
     "ammnet": (".ammnet", "AMMNet"),
     "asanet": (".asanet", "ASANet"),
     "mobanet": (".mobanet", "MoBaNet"),
-    "reference-gated-fcn": ("..reference", "build_reference_net"),
 }
-ARCHITECTURES: tuple[str, ...] = tuple(_TABLE)
+ARCHITECTURES: tuple[str, ...] = tuple(_TABLE)  # the five seed networks
+# Not a seed network: the engine's small test/benchmark model, rebuilt for the torch runtime.
+_TABLE["reference-gated-fcn"] = ("..reference", "build_reference_net")
 
 
 def network_class(architecture: str) -> type[nn.Module]:
     key = architecture.lower()
     if key not in _TABLE:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(_TABLE)}")
     module, name = _TABLE[key]
     return getattr(importlib.import_module(module, __package__), name)
 
