@@ -37,7 +37,7 @@ GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
 # Enum parameters store an index; these tuples map it to the engine's vocabulary.
 ELEVATION_TYPES: Tuple[Tuple[str, str], ...] = (
-    ("auto", "Guess from the values (DSM if it holds absolute heights, nDSM if heights above ground)"),
+    ("auto", "Auto: a DSM when a DTM is given below, else an nDSM"),
     ("dsm", "DSM - surface heights above sea level (m)"),
     ("ndsm", "nDSM - heights above ground (m)"),
 )
@@ -61,16 +61,6 @@ NO_BUNDLED_MODEL = "(no bundled model found: choose a model file below)"
 
 def _labels(choices: Sequence[Tuple[str, str]]) -> List[str]:
     return [label for _, label in choices]
-
-
-def _remove_new_files(paths: Sequence[str], existed_before: Dict[str, bool]) -> None:
-    """Delete outputs this run created, so a failed run leaves nothing half-written behind."""
-    for path in paths:
-        if path and not existed_before.get(path, True) and os.path.exists(path):
-            try:
-                os.remove(path)
-            except OSError:
-                pass  # best effort: the original error is what the user needs to see
 
 
 class SegmentAlgorithm(QgsProcessingAlgorithm):
@@ -318,10 +308,7 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException("Give at least one input layer (optical, elevation, SAR or NIR); "
                                          "the model decides which of them it uses.")
         outputs = self._output_paths(engine, parameters, context)
-        all_outputs = [outputs.classes, outputs.robustness, outputs.probabilities, outputs.confidence]
-        existed_before = {path: os.path.exists(path) for path in all_outputs if path}
-
-        for path in all_outputs:
+        for path in (outputs.classes, outputs.robustness, outputs.probabilities, outputs.confidence):
             if path:  # Processing users expect a typed-in output folder to be created for them
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         try:
@@ -338,17 +325,13 @@ class SegmentAlgorithm(QgsProcessingAlgorithm):
             failure = "Cancelled by the user"
         except (engine.EngineError, engine.PackageError) as exc:
             failure = str(exc)
-        except Exception:
-            _remove_new_files(all_outputs, existed_before)
-            raise  # a bug: keep the traceback for the report
         else:
             failure = None
         # Raised outside the except blocks on purpose: the engine's exception (and its traceback,
-        # which holds the open GDAL datasets and runtime session of the failed run) is released
-        # here. Kept alive as __context__ of our exception, those objects outlive QGIS and crash
-        # the process when Python finally frees them after exitQgis().
+        # which holds the runtime session of the failed run) is released here. Kept alive as
+        # __context__ of our exception, it would outlive QGIS and crash the process at exit.
+        # The engine itself leaves no output behind on failure or cancel.
         if failure is not None:
-            _remove_new_files(all_outputs, existed_before)
             raise QgsProcessingException(failure)
 
         self._log_report(feedback, package.metadata, report)
