@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 _plugin_dir = Path(tempfile.mkdtemp(prefix="modalseg-plugins-"))
 (_plugin_dir / "modalseg").symlink_to(REPO_ROOT, target_is_directory=True)

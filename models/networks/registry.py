@@ -20,8 +20,10 @@ _TABLE: dict[str, tuple[str, str]] = {
     "mobanet": (".mobanet", "MoBaNet"),
 }
 ARCHITECTURES: tuple[str, ...] = tuple(_TABLE)  # the five seed networks
-# Not a seed network: the engine's small test/benchmark model, rebuilt for the torch runtime.
+# Not seed networks: the engine's small test/benchmark model, and the wrapper that derives elevation
+# features inside the graph (the bundled packages' architecture), both rebuilt for the torch runtime.
 _TABLE["reference-gated-fcn"] = ("..reference", "build_reference_net")
+_TABLE["derived-inputs"] = ("..derived", "build_derived")
 
 
 def network_class(architecture: str) -> type[nn.Module]:

@@ -261,7 +261,7 @@ REFERENCE = Path(__file__).resolve().parents[2] / "resources" / "models" / "refe
 
 @pytest.mark.skipif(not (REFERENCE / "reference.onnx").exists(), reason="reference package not built")
 def test_torch_and_onnx_runtimes_agree_on_real_data(tmp_path):
-    from conftest import SHARED_DATA
+    from tests.fixtures.paths import SHARED_DATA
     houses = SHARED_DATA / "lidarhd_houses"
     package = load_package(REFERENCE)
     layers = {"optical": LayerInput(str(houses / "lidarprod_870000_6618000_rgb.tif")),

@@ -1,0 +1,206 @@
+"""On-the-fly training chips from aligned raster stacks.
+
+Each sample: one area (a stack and a pixel window of it, so validation can be a spatially
+separate window), a random position, optionally a ground sampling distance drawn per sample
+(the window is resampled, so one batch mixes GSDs), joint geometric and optical-only
+photometric augmentation, then the package's normalisation. Modalities a stack lacks are
+absent (zeros, presence 0); ``drop_prob`` also hides present ones (modality dropout).
+Labels: raster value v in ``class_values`` -> index, everything else (0 = nodata) -> ``IGNORE``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from . import augment
+from ...engine.normalize import normalize
+from ...engine.package import Normalization, _parse_normalization
+from .rasters import RasterStack
+
+IGNORE = 255
+
+
+def as_normalization(spec: object, bands: int) -> Normalization:
+    """A package's recipe, typed; dicts are validated by the package reader itself."""
+    if isinstance(spec, Normalization):
+        return spec
+    return _parse_normalization(dict(spec), bands, "normalization")  # type: ignore[arg-type]
+
+
+@dataclass
+class Area:
+    """A window (x0, y0, x1, y1) of a stack that samples are drawn from."""
+
+    stack: RasterStack
+    window: Tuple[int, int, int, int]
+
+    @property
+    def pixels(self) -> int:
+        x0, y0, x1, y1 = self.window
+        return (x1 - x0) * (y1 - y0)
+
+
+def split_area(stack: RasterStack, val_fraction: float, side: str = "right") -> Tuple[Area, Area]:
+    """Cut a stack into a training area and a spatially separate validation strip."""
+    w, h = stack.width, stack.height
+    if side in ("right", "left"):
+        cut = int(round(w * (1 - val_fraction))) if side == "right" else int(round(w * val_fraction))
+        a, b = (0, 0, cut, h), (cut, 0, w, h)
+    else:
+        cut = int(round(h * (1 - val_fraction))) if side == "bottom" else int(round(h * val_fraction))
+        a, b = (0, 0, w, cut), (0, cut, w, h)
+    train, val = (a, b) if side in ("right", "bottom") else (b, a)
+    return Area(stack, train), Area(stack, val)
+
+
+def resample(x: np.ndarray, valid: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """C x h x w (square window) -> C x size x size, bilinear; box prefilter when shrinking.
+
+    The prefilter mimics what GDAL's warper does when the engine reads a finer raster onto a
+    coarser grid, so train and inference see the same smoothing. Nodata stays a mask.
+    """
+    src = x.shape[-1]
+    if src == size:
+        return x, valid
+    factor = src / size
+    v = valid.astype(np.float32)
+    filled = np.where(valid[None], x, 0.0).astype(np.float32)
+    if factor > 1.0:
+        k = int(round(factor))
+        filled = ndimage.uniform_filter(filled, size=(1, k, k), mode="nearest")
+        v = ndimage.uniform_filter(v, size=k, mode="nearest")
+    # pixel-centre mapping: output centre i <-> input coordinate (i + 0.5) * factor - 0.5
+    c = (np.arange(size) + 0.5) * factor - 0.5
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    out = np.stack([ndimage.map_coordinates(b, [yy, xx], order=1, mode="nearest") for b in filled])
+    vo = ndimage.map_coordinates(v, [yy, xx], order=1, mode="nearest")
+    ok = vo > 0.5
+    out = np.where(ok[None], out / np.maximum(vo, 1e-6)[None], 0.0).astype(np.float32)
+    return out, ok
+
+
+def resample_label(label: np.ndarray, size: int) -> np.ndarray:
+    """Nearest neighbour (class values must not be blended)."""
+    src = label.shape[-1]
+    if src == size:
+        return label
+    idx = np.minimum(((np.arange(size) + 0.5) * src / size).astype(int), src - 1)
+    return label[np.ix_(idx, idx)]
+
+
+class ChipSampler:
+    """Draw normalised, augmented chips from areas.
+
+    ``sources`` maps a package modality name to the stack's file key (e.g.
+    ``{"optical": "rgb", "ndsm": "ndsm"}``); ``bands`` each modality's band count (absent ones
+    are zeros of that depth); ``norms`` gives each modality's recipe.
+    """
+
+    def __init__(self, areas: Sequence[Area], modalities: Sequence[str], bands: Mapping[str, int],
+                 sources: Mapping[str, str], norms: Mapping[str, NormLike], class_values: Sequence[int], chip: int = 128,
+                 gsd_range: Optional[Tuple[float, float]] = None, augment_geometry: bool = True,
+                 augment_optical: Sequence[str] = ("optical",), drop_prob: float = 0.0,
+                 min_labelled: float = 0.05, area_weights: Optional[Sequence[float]] = None) -> None:
+        self.areas = list(areas)
+        self.modalities = list(modalities)
+        self.bands = dict(bands)
+        self.sources = dict(sources)
+        self.norms = {n: as_normalization(v, self.bands[n]) for n, v in norms.items()}
+        self.chip = chip
+        self.gsd_range = gsd_range
+        self.augment_geometry = augment_geometry
+        self.augment_optical = set(augment_optical)
+        self.drop_prob = drop_prob
+        self.min_labelled = min_labelled
+        lut = np.full(256, IGNORE, np.uint8)
+        for i, v in enumerate(class_values):
+            lut[v] = i
+        self.lut = lut
+        w = np.asarray(area_weights if area_weights is not None else [a.pixels for a in self.areas], float)
+        self.p = w / w.sum()
+
+    def _window(self, area: Area, size: int, rng: np.random.Generator) -> Tuple[int, int]:
+        x0, y0, x1, y1 = area.window
+        xs = x0 + int(rng.integers(0, max(1, x1 - x0 - size + 1)))
+        ys = y0 + int(rng.integers(0, max(1, y1 - y0 - size + 1)))
+        return xs, ys
+
+    def _read(self, area: Area, key: str, xs: int, ys: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Window clipped to the area, padded with nodata to size x size."""
+        x0, y0, x1, y1 = area.window
+        w, h = min(size, x1 - xs), min(size, y1 - ys)
+        if key == "label":
+            d = area.stack.read_label(xs, ys, w, h)[None].astype(np.float32)
+            v = np.ones((h, w), bool)
+        else:
+            d, v = area.stack.read(key, xs, ys, w, h)
+        out = np.zeros((d.shape[0], size, size), np.float32)
+        ok = np.zeros((size, size), bool)
+        out[:, :h, :w] = d
+        ok[:h, :w] = v
+        return out, ok
+
+    def sample(self, rng: np.random.Generator, area_index: Optional[int] = None,
+               gsd: Optional[float] = None) -> Dict[str, np.ndarray]:
+        for _ in range(20):  # retry chips that are (almost) all nodata / ignore
+            s = self._sample_once(rng, area_index, gsd)
+            if (s["label"] != IGNORE).mean() >= self.min_labelled:
+                return s
+        return s
+
+    def _sample_once(self, rng: np.random.Generator, area_index: Optional[int],
+                     gsd: Optional[float]) -> Dict[str, np.ndarray]:
+        ai = int(rng.choice(len(self.areas), p=self.p)) if area_index is None else area_index
+        area = self.areas[ai]
+        native = area.stack.gsd
+        if gsd is None and self.gsd_range is not None:
+            lo, hi = self.gsd_range
+            # log-uniform: as many halvings as doublings; never finer than the data itself
+            gsd = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        gsd = max(gsd or native, native)
+        src = max(8, int(round(self.chip * gsd / native)))
+        xs, ys = self._window(area, src, rng)
+        lab, _ = self._read(area, "label", xs, ys, src)
+        label = resample_label(self.lut[lab[0].astype(np.uint8)], self.chip)
+        raw: Dict[str, np.ndarray] = {}
+        valid: Dict[str, np.ndarray] = {}
+        for name in self.modalities:
+            key = self.sources.get(name)
+            if key is None or key not in area.stack.files:
+                continue
+            d, v = self._read(area, key, xs, ys, src)
+            raw[name], valid[name] = resample(d, v, self.chip)
+        present = [n for n in self.modalities if n in raw]
+        if self.drop_prob > 0 and len(present) > 1 and rng.random() < self.drop_prob:
+            keep = int(rng.integers(1, len(present)))  # a non-empty proper subset
+            present = sorted(rng.choice(present, keep, replace=False).tolist(), key=self.modalities.index)
+        any_valid = np.zeros((self.chip, self.chip), bool)
+        for n in present:
+            any_valid |= valid[n]
+        label = np.where(any_valid, label, IGNORE).astype(np.uint8)
+        layers = {n: raw[n] for n in present}
+        masks = {n + "#valid": valid[n][None].astype(np.float32) for n in present}
+        if self.augment_geometry:
+            both, label = augment.geometric({**layers, **masks}, label, rng)
+            layers = {n: both[n] for n in present}
+            masks = {n: both[n] for n in masks}
+        out: Dict[str, np.ndarray] = {}
+        for n in self.modalities:
+            if n in layers:
+                x = layers[n]
+                if n in self.augment_optical and self.augment_geometry:
+                    x = augment.photometric(x, rng)
+                out[n] = normalize(x, masks[n + "#valid"][0] > 0.5, self.norms[n])
+            else:
+                out[n] = np.zeros((self.bands[n], self.chip, self.chip), np.float32)
+        out["present"] = np.array([1.0 if n in layers else 0.0 for n in self.modalities], np.float32)
+        out["label"] = label
+        out["gsd"] = np.float32(gsd)
+        return out
+
+    def batch(self, n: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+        samples = [self.sample(rng) for _ in range(n)]
+        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}

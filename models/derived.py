@@ -1,0 +1,78 @@
+"""Derived elevation inputs computed *inside* the network graph, so the engine needs nothing new.
+
+``DerivedInputs`` wraps any contract network: the raw nDSM (metres, normalisation = identity)
+goes in, and the inner network sees per pixel
+
+* ``log1p(h)``: spreads the decimetres that separate low vegetation from ground, which a linear
+  0-30 m scaling squeezes into ~1 % of the range;
+* ``h / 10``: plain height, clipped to 0..6 (60 m);
+* local roughness, the standard deviation of h over 3 x 3 and 9 x 9 pixels (1.5 m and 4.5 m at
+  0.5 m GSD): tree crowns are rough, roofs and ground smooth;
+* slope magnitude (Sobel, per pixel, in metres per pixel).
+
+Everything is a fixed conv / pool / pointwise op, exported with the graph (ONNX parity holds),
+so the same maths runs at training, in the ONNX package and in the torch runtime. Rebuild with
+``build_derived(config)`` (``extra.torch.architecture == "derived-inputs"``).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FEATURES = {"elevation_v1": 5}
+
+
+def elevation_features(h: Tensor) -> Tensor:
+    """B x 1 x H x W heights in metres -> B x 5 x H x W features (see module docstring)."""
+    h = F.relu(h)
+    feats = [torch.log1p(h), torch.clamp(h / 10.0, max=6.0)]
+    for k in (3, 9):
+        mean = F.avg_pool2d(h, k, 1, k // 2, count_include_pad=False)
+        sq = F.avg_pool2d(h * h, k, 1, k // 2, count_include_pad=False)
+        feats.append(torch.log1p(torch.sqrt(F.relu(sq - mean * mean) + 1e-6)))
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=h.device) / 8.0
+    weight = torch.stack([kx, kx.t()])[:, None]
+    g = F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), weight)
+    feats.append(torch.log1p(torch.sqrt((g * g).sum(1, keepdim=True) + 1e-6)))
+    return torch.cat(feats, 1)
+
+
+class DerivedInputs(nn.Module):
+    """Contract network whose listed modalities are expanded into derived features first."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        from .networks.registry import build_network
+
+        self.config: Dict[str, Any] = dict(config)
+        derive = dict(config["derive"])
+        outer = {str(k): int(v) for k, v in config["modalities"].items()}
+        inner_cfg = dict(config.get("inner_config", {}))
+        inner_cfg["modalities"] = {m: (FEATURES[derive[m]] if m in derive else c) for m, c in outer.items()}
+        inner_cfg["num_classes"] = int(config["num_classes"])
+        self.inner = build_network(config["inner_architecture"], inner_cfg)
+        self.config["inner_config"] = {k: v for k, v in self.inner.config.items() if k != "modalities"}
+        self.derive = derive
+        self.modalities = list(outer)
+        self.in_channels = outer
+        self.num_classes = self.inner.num_classes
+        self.has_robustness = bool(getattr(self.inner, "has_robustness", False))
+        self.size_multiple = int(getattr(self.inner, "size_multiple", 1))
+        if hasattr(self.inner, "forward_train"):
+            self.forward_train = self._forward_train  # SGMA dual path passes through
+
+    def _expand(self, inputs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        return {m: elevation_features(x) if m in self.derive else x for m, x in inputs.items()}
+
+    def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> Dict[str, Tensor]:
+        return self.inner(self._expand(inputs), present)
+
+    def _forward_train(self, inputs: Mapping[str, Tensor], present: Tensor, **kwargs) -> Dict[str, Any]:
+        return self.inner.forward_train(self._expand(inputs), present, **kwargs)
+
+
+def build_derived(config: Mapping[str, Any]) -> DerivedInputs:
+    return DerivedInputs(config)

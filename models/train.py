@@ -1,0 +1,334 @@
+"""Training CLI: ``python -m modalseg.models.train --config training/sgma_default.json``.
+
+Chips are drawn on the fly from aligned raster stacks (see ``models.data.chips``); every stack
+is split into a training area and a spatially separate validation strip (config
+``data.val_fraction`` / ``data.val_side``). Networks exposing ``forward_train`` (SGMA) are trained
+with the dual-path loss ``l1 * CE(SGF) + l2 * CE(MAS)`` (digest §5.5, lambda = (2, 1));
+other networks get modality dropout from the sampler. Progress lines go to stdout; a checkpoint
+(``<out>.ckpt/last.pt``: weights, optimiser, step, RNG state, best score) is written every
+``ckpt_every`` steps and ``--resume`` continues from it. At the end the best weights (by
+validation score) are evaluated per modality subset and exported as a model package.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..engine.metrics import SubsetEvaluator, modality_subsets
+from ..engine.normalize import normalize
+from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
+from .data.rasters import find_lidar_stacks
+
+PLUGIN_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PLUGIN_ROOT.parent / "shared" / "data"
+CLASS_NAMES = ["ground", "building", "low_vegetation", "tree", "water", "other"]
+MIN_SUPPORT = 200  # foreground classes with fewer validation pixels in a group stay out of its mIoU
+
+
+def load_config(path: "str | Path") -> Dict[str, Any]:
+    cfg = json.loads(Path(path).read_text(encoding="utf-8"))
+    cfg["_config_path"] = str(Path(path).resolve())
+    return cfg
+
+
+def _resolve(p: str, base: Path) -> Path:
+    q = Path(p)
+    return q if q.is_absolute() else (base / q).resolve()
+
+
+def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float], List[str]]:
+    """Training areas, validation areas (same stacks, spatially separate strips), sampling
+    weights (each group of folders gets its configured share) and each area's group."""
+    data = cfg["data"]
+    root = _resolve(data.get("root", str(SHARED_DATA)), PLUGIN_ROOT)
+    sources = sorted({m["source"] for m in cfg["modalities"]})
+    train, val, weights, groups = [], [], [], []
+    for entry in data["folders"]:
+        stacks = find_lidar_stacks(_resolve(entry["path"], root), sources)
+        stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
+                  and all(x in s.name for x in entry.get("include", []))]
+        area_px = sum(s.width * s.height for s in stacks)
+        for s in stacks:
+            a, b = split_area(s, float(data.get("val_fraction", 0.2)), data.get("val_side", "right"))
+            train.append(a)
+            val.append(b)
+            weights.append(float(entry.get("weight", 1.0)) * a.pixels / max(1, area_px))
+            groups.append(entry.get("group", entry["path"]))
+    return train, val, weights, groups
+
+
+def build_net(cfg: Dict[str, Any]):
+    """The config's network; ``derived-inputs`` wraps a registry network (models.derived)."""
+    net_cfg = dict(cfg["network"])
+    net_cfg["modalities"] = {m["name"]: m["bands"] for m in cfg["modalities"]}
+    net_cfg["num_classes"] = len(cfg.get("classes", CLASS_NAMES))
+    if cfg["architecture"] == "derived-inputs":
+        from .derived import build_derived
+        return build_derived(net_cfg)
+    from .networks.registry import build_network
+    return build_network(cfg["architecture"], net_cfg)
+
+
+def torch_predictor(net) -> Callable[[Dict[str, np.ndarray], Sequence[float]], np.ndarray]:
+    """Argmax class indices of one C x H x W input per modality (padded to size_multiple)."""
+    import torch
+
+    def run(feed: Dict[str, np.ndarray], present: Sequence[float]) -> np.ndarray:
+        h, w = next(iter(feed.values())).shape[-2:]
+        m = int(getattr(net, "size_multiple", 1))
+        ph, pw = -h % m, -w % m
+        xs = {k: torch.from_numpy(np.pad(v, ((0, 0), (0, ph), (0, pw))))[None] for k, v in feed.items()}
+        net.eval()
+        with torch.no_grad():
+            logits = net(xs, torch.tensor([list(present)], dtype=torch.float32))["logits"]
+        return logits[0, :, :h, :w].argmax(0).numpy()
+
+    return run
+
+
+def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[str, Any],
+             subsets: str = "all") -> Dict[str, Any]:
+    """Per validation group, per modality subset the area has: confusion-matrix scores.
+
+    ``predictor(feed, present) -> H x W class indices`` (a torch net is wrapped with
+    :func:`torch_predictor`); ``cfg`` gives ``modalities`` (name, bands, source, normalization),
+    ``classes`` and ``foreground``. ``subsets='all'``: every non-empty subset of the modalities
+    an area carries (SGMA table); ``'full'``: only all of them (cheap, for model selection).
+    """
+    if not callable(predictor) or hasattr(predictor, "state_dict"):
+        predictor = torch_predictor(predictor)
+    mods = [m["name"] for m in cfg["modalities"]]
+    bands = {m["name"]: m["bands"] for m in cfg["modalities"]}
+    norms = {m["name"]: as_normalization(m["normalization"], m["bands"]) for m in cfg["modalities"]}
+    values = [c["value"] for c in cfg.get("classes", [])] or list(range(1, 7))
+    fg = cfg.get("foreground", [0, 1, 2, 3])
+    lut = np.full(256, IGNORE, np.int64)
+    for i, v in enumerate(values):
+        lut[v] = i
+    evaluators: Dict[str, SubsetEvaluator] = {}
+    for area, group in zip(areas, groups):
+        x0, y0, x1, y1 = area.window
+        label = lut[area.stack.read_label(x0, y0, x1 - x0, y1 - y0)]
+        raw = {}
+        for m in cfg["modalities"]:
+            if m["source"] in area.stack.files:
+                d, ok = area.stack.read(m["source"], x0, y0, x1 - x0, y1 - y0)
+                raw[m["name"]] = normalize(d, ok, norms[m["name"]])
+        have = [m for m in mods if m in raw]
+        if not have:
+            continue
+        ev = evaluators.setdefault(group, SubsetEvaluator(mods, CLASS_NAMES[:len(values)], fg,
+                                                          int(cfg.get("min_support", MIN_SUPPORT))))
+        chosen = modality_subsets(have) if subsets == "all" else [tuple(have)]
+        for subset in chosen:
+            feed = {m: raw[m] if m in subset else np.zeros((bands[m],) + label.shape, np.float32) for m in mods}
+            pred = predictor(feed, [1.0 if m in subset else 0.0 for m in mods])
+            ev.update(subset, label, pred, ignore_index=IGNORE)
+    out = {}
+    for group, ev in evaluators.items():
+        res = ev.results()
+        out[group] = {
+            "subsets": {k: {"miou": _r(v["miou"]), "oa": _r(v["oa"]), "kappa": _r(v["kappa"]),
+                            "iou": {c: _r(x) for c, x in v["iou"].items()},
+                            "f1": {c: _r(x) for c, x in v["f1"].items()},
+                            "support": v["support"], "classes_in_miou": v["foreground"]}
+                      for k, v in res["subsets"].items()},
+            "average": _r(res["miou_average"]), "top1": _r(res["miou_top1"]), "last1": _r(res["miou_last1"])}
+    return out
+
+
+def _r(x: float) -> Optional[float]:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def selection_score(results: Dict[str, Any]) -> float:
+    """Model selection: mean over groups of the mean mIoU over their subsets."""
+    vals = [g["average"] for g in results.values() if g["average"] is not None]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    """Warm-up at 10 % of the base rate (SGMA recipe), then polynomial decay (power 0.9)."""
+    if step < warmup:
+        return base * (0.1 + 0.9 * step / max(1, warmup))
+    return base * max(0.0, 1 - (step - warmup) / max(1, total - warmup)) ** 0.9 + 1e-6
+
+
+def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
+          log: Optional[Callable[[str], None]] = None) -> Path:
+    import torch
+    import torch.nn.functional as F
+
+    log = log or functools.partial(print, flush=True)
+    tr = cfg["train"]
+    torch.set_num_threads(int(tr.get("threads", 1)))
+    seed = int(tr.get("seed", 0))
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    out = Path(out or _resolve(cfg["package"]["out"], PLUGIN_ROOT))
+    # checkpoints stay out of the package folder (never shipped); default: beside it
+    ckpt_dir = Path(tr["ckpt_dir"]) if tr.get("ckpt_dir") else out.with_name(out.name + ".ckpt")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+
+    train_areas, val_areas, weights, groups = build_areas(cfg)
+    mods = [m["name"] for m in cfg["modalities"]]
+    data = cfg["data"]
+    sampler = ChipSampler(
+        train_areas, mods, {m["name"]: m["bands"] for m in cfg["modalities"]},
+        {m["name"]: m["source"] for m in cfg["modalities"]},
+        {m["name"]: m["normalization"] for m in cfg["modalities"]},
+        [c["value"] for c in cfg.get("classes", [])] or list(range(1, 7)), chip=int(data.get("chip", 128)),
+        gsd_range=tuple(data["gsd_range"]) if data.get("gsd_range") else None,
+        drop_prob=float(data.get("drop_prob", 0.0)), area_weights=weights)
+    net = build_net(cfg)
+    params = sum(p.numel() for p in net.parameters())
+    log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "
+        f"validation = right {data.get('val_fraction', 0.2):.0%} strip of every tile")
+    opt = torch.optim.AdamW(net.parameters(), lr=float(tr.get("lr", 2e-3)),
+                            weight_decay=float(tr.get("weight_decay", 1e-4)))
+    steps, batch = int(tr["steps"]), int(tr.get("batch", 8))
+    warmup = int(tr.get("warmup", steps // 20))
+    lam = tr.get("lambda", [2.0, 1.0])
+    use_mas = bool(tr.get("mas", True)) and hasattr(net, "forward_train")
+    cw = tr.get("class_weights")
+    class_w = torch.tensor(cw, dtype=torch.float32) if cw else None
+    step, best, best_state, elapsed0, history = 0, -1.0, None, 0.0, []
+    last = ckpt_dir / "last.pt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=True)
+        net.load_state_dict(ck["net"])
+        opt.load_state_dict(ck["opt"])
+        step, best, elapsed0, history = ck["step"], ck["best"], ck["elapsed"], ck["history"]
+        best_state = ck.get("best_state")
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        log(f"resumed at step {step} (best {best:.4f})")
+
+    def save_ckpt() -> None:
+        tmp = last.with_suffix(".tmp")
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "best_state": best_state, "elapsed": elapsed0 + time.time() - t0, "history": history,
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(last)
+
+    t0 = time.time()
+    max_s = float(tr.get("max_minutes", 1e9)) * 60
+    loss_avg = None
+    stop_at = min(steps, int(tr.get("stop_after", steps)))  # stop_after: pause early (resume later)
+    while step < stop_at and elapsed0 + time.time() - t0 < max_s:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, float(tr.get("lr", 2e-3)), warmup)
+        b = sampler.batch(batch, rng)
+        xs = {m: torch.from_numpy(b[m]) for m in mods}
+        present = torch.from_numpy(b["present"])
+        y = torch.from_numpy(b["label"]).long()
+        net.train()
+        if use_mas:
+            o = net.forward_train(xs, present, mas=True)
+            loss = lam[0] * F.cross_entropy(o["logits"], y, weight=class_w, ignore_index=IGNORE) + \
+                lam[1] * F.cross_entropy(o["mas_logits"], y, weight=class_w, ignore_index=IGNORE)
+        else:
+            o = net(xs, present)
+            loss = F.cross_entropy(o["logits"], y, weight=class_w, ignore_index=IGNORE)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+        el = elapsed0 + time.time() - t0
+        if step % int(tr.get("log_every", 20)) == 0:
+            eta = el / max(1, step) * (steps - step)
+            log(f"step {step}/{steps} loss {loss_avg:.3f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{el / 60:.1f} min, eta {eta / 60:.1f} min")
+        if step % int(tr.get("val_every", 200)) == 0 or step == steps:
+            res = evaluate(net, val_areas, groups, cfg, subsets="full")
+            score = selection_score(res)
+            history.append({"step": step, "loss": round(loss_avg, 4), "val": round(score, 4)})
+            summary = ", ".join(f"{g}: {next(iter(r['subsets'].values()))['miou']}" for g, r in res.items())
+            log(f"  val step {step}: score {score:.4f} ({summary})")
+            if score > best:
+                best, best_state = score, copy.deepcopy(net.state_dict())
+        if step % int(tr.get("ckpt_every", 100)) == 0:
+            save_ckpt()
+    save_ckpt()
+    train_s = elapsed0 + time.time() - t0
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    log(f"training done: {step} steps in {train_s / 60:.1f} min; best validation score {best:.4f}")
+    return export_trained(net, cfg, out, val_areas, groups, train_s, step, history, log)
+
+
+def export_trained(net, cfg: Dict[str, Any], out: Path, val_areas, groups, train_s: float, step: int,
+                   history: List[Dict[str, Any]], log: Callable[[str], None]) -> Path:
+    from .export import base_metadata, export_package
+
+    res = evaluate(net, val_areas, groups, cfg, subsets="all")
+    for g, r in res.items():
+        for k, v in r["subsets"].items():
+            log(f"  {g:>12} {k:<14} mIoU(g,b,lv,t) {v['miou']}  IoU {v['iou']}")
+        log(f"  {g:>12} Average {r['average']} Top-1 {r['top1']} Last-1 {r['last1']}")
+    pk = cfg["package"]
+    metrics = {
+        "protocol": f"validation = right {cfg['data'].get('val_fraction', 0.2):.0%} strip of every tile "
+                    "(spatially separate from the training area), whole strips at native GSD; mIoU over "
+                    f"ground, building, low vegetation, tree, leaving out those with < {MIN_SUPPORT} "
+                    "reference pixels in the group (listed per row in classes_in_miou)",
+        "validation": res, "train_seconds": round(train_s, 1), "steps": step,
+        "threads": int(cfg["train"].get("threads", 1)), "history": history[-20:],
+    }
+    mods = [{k: v for k, v in m.items() if k != "source"} for m in cfg["modalities"]]
+    arch = cfg["architecture"]
+    if arch == "derived-inputs":  # say what the user gets; extra.torch keeps the builder name
+        arch = f"{cfg['network'].get('inner_architecture', 'network')} (+ in-graph elevation features)"
+    meta = base_metadata(
+        cfg["name"], mods, version=cfg.get("version", "1.0.0"), architecture=arch,
+        description=pk.get("description", ""), training_data=pk.get("training_data", ""),
+        tile_size=int(pk.get("tile_size", 256)), size_multiple=int(getattr(net, "size_multiple", 1)),
+        overlap=int(pk.get("overlap", 32)), gsd=pk.get("gsd"), metrics=metrics,
+        extra={"training_config": {k: v for k, v in cfg.items() if not k.startswith("_")}})
+    if "license" in pk:
+        meta["license"] = pk["license"]
+    if "attribution" in pk:
+        meta["attribution"] = pk["attribution"]
+    path = export_package(net, meta, out, architecture=cfg["architecture"], config=net.config,
+                          file_name=cfg["name"])
+    from .card import write_card
+    write_card(path.parent, json.loads(path.with_suffix(".json").read_text(encoding="utf-8")),
+               pk.get("failure_modes", []))
+    log(f"wrote {path} ({sum(p.stat().st_size for p in path.parent.iterdir()) / 1e6:.1f} MB)")
+    return path
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    ap = argparse.ArgumentParser(description="Train a ModalSeg network and export a model package.")
+    ap.add_argument("--config", required=True, help="training config JSON (see training/)")
+    ap.add_argument("--out", help="package folder (default: the config's package.out)")
+    ap.add_argument("--resume", action="store_true", help="continue from <ckpt-dir>/last.pt")
+    ap.add_argument("--ckpt-dir", help="checkpoint folder (default: <out>.ckpt beside the package)")
+    ap.add_argument("--steps", type=int, help="override train.steps")
+    ap.add_argument("--threads", type=int, help="override train.threads (CPU threads)")
+    ap.add_argument("--seed", type=int, help="override train.seed")
+    ap.add_argument("--max-minutes", type=float, help="stop (and export) after this much training time")
+    ap.add_argument("--export-only", action="store_true",
+                    help="skip training: export the checkpoint's best weights")
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config)
+    for key, val in (("ckpt_dir", a.ckpt_dir), ("steps", a.steps), ("threads", a.threads), ("seed", a.seed), ("max_minutes", a.max_minutes)):
+        if val is not None:
+            cfg["train"][key] = val
+    if a.export_only:
+        cfg["train"]["max_minutes"] = 0
+    train(cfg, Path(a.out) if a.out else None, resume=a.resume or a.export_only)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The bundled packages: valid, every modality subset runs, sensible on the real houses tile,
+and the torch weights rebuild the same network (what the torch runtime and fine-tuning use)."""
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures.paths import REPO_ROOT, SHARED_DATA
+from modalseg.engine.metrics import confusion_matrix, per_class
+from modalseg.engine.normalize import normalize
+from modalseg.engine.package import load_package
+from modalseg.models.data.rasters import find_lidar_stacks
+from modalseg.models.export import load_weights
+from modalseg.models.networks.registry import build_network
+
+torch.set_num_threads(1)
+BUNDLED = ["modalseg-sgma-urban", "modalseg-dual-urban"]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_package(name):
+    import onnxruntime as ort
+    folder = REPO_ROOT / "resources" / "models" / name
+    if not folder.exists():
+        pytest.skip(f"{name} not trained yet")
+    pkg = load_package(folder)
+    meta = pkg.metadata
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 30e6
+    assert "IGN" in meta.attribution and meta.metrics["validation"]["towns"]["subsets"]["ndsm"]["miou"] > 0.5
+    assert (folder / "README.md").read_text().count("|") > 20  # model card with its accuracy table
+    stack = find_lidar_stacks(SHARED_DATA / "lidarhd_houses", ("rgb", "ndsm"))[0]
+    h, w = 96, 192  # multiple of 32
+    feeds = {}
+    for m, key in (("optical", "rgb"), ("ndsm", "ndsm")):
+        d, ok = stack.read(key, 0, 0, w, h)
+        feeds[m] = normalize(d, ok, meta.modality(m).normalization)[None]
+    label = stack.read_label(0, 0, w, h)
+    ref = np.where(label > 0, label.astype(int) - 1, 255)
+    sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
+    for present in ([1, 1], [0, 1], [1, 0]):
+        f = {m: v * present[i] for i, (m, v) in enumerate(feeds.items())}
+        f["present"] = np.array([present], np.float32)
+        logits, rob = sess.run(["logits", "robustness"], f)
+        np.testing.assert_allclose(rob.sum(1), 1.0, atol=1e-4)
+        for i, p in enumerate(present):
+            if not p:
+                assert np.abs(rob[0, i]).max() < 1e-5
+        iou = per_class(confusion_matrix(ref, logits[0].argmax(0), 6, ignore_index=255))["iou"]
+        if present[1]:  # with elevation, the village's houses are found
+            assert iou[0] > 0.9 and iou[1] > 0.8, (present, iou)
+        else:  # optical alone is weak (two RGB tiles to learn from) but far from chance
+            assert iou[0] > 0.5, iou
+    net = build_network(meta.extra["torch"]["architecture"], meta.extra["torch"]["config"]).eval()
+    assert load_weights(net, pkg.weights_path) == []
+    with torch.no_grad():
+        out = net({m: torch.from_numpy(v) for m, v in feeds.items()}, torch.ones(1, 2))["logits"].numpy()
+    np.testing.assert_allclose(out, sess.run(["logits"], dict(feeds, present=np.ones((1, 2), np.float32)))[0],
+                               atol=1e-3)

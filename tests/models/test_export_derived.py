@@ -1,0 +1,50 @@
+"""Derived elevation inputs inside the graph: exact values, and they survive ONNX export."""
+import math
+
+import numpy as np
+import torch
+
+from modalseg.engine.package import load_package
+from modalseg.models.derived import DerivedInputs, elevation_features
+from modalseg.models.export import base_metadata, export_package, load_weights
+from modalseg.models.networks.registry import build_network
+
+torch.set_num_threads(1)
+
+
+def test_elevation_features_by_hand():
+    flat = elevation_features(torch.full((1, 1, 12, 12), 4.0))[0]
+    np.testing.assert_allclose(flat[0], math.log1p(4.0), rtol=1e-6)   # log height
+    np.testing.assert_allclose(flat[1], 0.4, rtol=1e-6)               # h / 10
+    np.testing.assert_allclose(flat[2:], math.log1p(1e-3), atol=1e-5)  # no roughness, no slope
+    ramp = torch.arange(12.0).repeat(12, 1)[None, None]               # +1 m per pixel along x
+    f = elevation_features(ramp)[0]
+    np.testing.assert_allclose(f[4, 2:-2, 2:-2], math.log1p(1.0), atol=1e-4)  # Sobel slope = 1 m/px
+    # 3x3 std of a ramp x, x+1, x+2 in rows: population std = sqrt(2/3)
+    np.testing.assert_allclose(f[2, 3:-3, 3:-3], math.log1p(math.sqrt(2 / 3)), atol=1e-4)
+    neg = elevation_features(torch.full((1, 1, 4, 4), -3.0))[0]       # below ground counts as 0
+    np.testing.assert_allclose(neg[:2], 0.0, atol=1e-7)
+
+
+def test_derived_network_exports_with_parity(tmp_path):
+    torch.manual_seed(0)
+    net = DerivedInputs({"inner_architecture": "sgma", "derive": {"ndsm": "elevation_v1"},
+                         "inner_config": {"backbone_widths": [8, 8, 16, 16], "head_dim": 16},
+                         "modalities": {"optical": 3, "ndsm": 1}, "num_classes": 6}).eval()
+    assert net.in_channels == {"optical": 3, "ndsm": 1} and net.inner.in_channels["ndsm"] == 5
+    identity = {"type": "meanstd", "mean": [0.0], "std": [1.0]}
+    mods = [{"name": "optical", "kind": "optical", "bands": 3,
+             "normalization": {"type": "meanstd", "mean": [0, 0, 0], "std": [1, 1, 1]}},
+            {"name": "ndsm", "kind": "ndsm", "bands": 1, "normalization": identity}]
+    path = export_package(net, base_metadata("d", mods, architecture="derived-inputs", description="",
+                                             training_data="", size_multiple=32), tmp_path / "d")
+    meta = load_package(path).metadata
+    assert meta.extra["torch"]["architecture"] == "derived-inputs"
+    assert meta.extra["torch"]["config"]["inner_config"]["head_dim"] == 16
+    # rebuilt from the recorded config, the same weights give the same output
+    again = build_network(meta.extra["torch"]["architecture"], meta.extra["torch"]["config"]).eval()
+    assert isinstance(again, DerivedInputs)
+    assert load_weights(again, path.with_suffix(".safetensors")) == []
+    x = {"optical": torch.randn(1, 3, 64, 64), "ndsm": torch.rand(1, 1, 64, 64) * 20}
+    with torch.no_grad():
+        np.testing.assert_array_equal(net(x, torch.ones(1, 2))["logits"], again(x, torch.ones(1, 2))["logits"])

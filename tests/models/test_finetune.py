@@ -1,0 +1,120 @@
+"""models.finetune without QGIS: cancel, new classes, mapping, time budget (real LiDAR HD tile)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalseg.engine import LayerInput, bind_modalities, load_package
+from modalseg.engine.errors import Cancelled, EngineError
+from modalseg.models.finetune import ClassResolver, FinetuneOptions, LabelInput, _split, finetune
+from tests.fixtures.paths import REPO_ROOT, SHARED_DATA
+
+HOUSES = SHARED_DATA / "lidarhd_houses"
+STEM = "lidarprod_870000_6618000"
+PACKAGE = REPO_ROOT / "resources" / "models" / "reference" / "reference.onnx"
+FAST = dict(epochs=3, chip=64, batch_size=4, steps_per_epoch=3, patience=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    meta = load_package(PACKAGE).metadata
+    bound, _ = bind_modalities(meta, {"optical": LayerInput(str(HOUSES / f"{STEM}_rgb.tif")),
+                                      "elevation": LayerInput(str(HOUSES / f"{STEM}_ndsm.tif"), elevation_type="ndsm")})
+    return bound
+
+
+LABELS = LabelInput(raster=str(HOUSES / f"{STEM}_label.tif"))
+
+
+def test_cancel_keeps_the_best_epoch(sources, tmp_path):
+    epochs = []
+    result = finetune(PACKAGE, sources, LABELS, tmp_path / "pkg", FinetuneOptions(**FAST),
+                      on_epoch=epochs.append, is_cancelled=lambda: len(epochs) >= 1)
+    # best epoch: 1, or 0 (the starting weights) if that one epoch scored lower on validation
+    assert result.stopped == "cancelled" and result.epochs == 1 and result.best_epoch in (0, 1)
+    assert load_package(result.onnx_path).metadata.extra["finetune"]["stopped"] == "cancelled"
+
+
+def test_cancel_before_the_first_epoch_writes_nothing(sources, tmp_path):
+    with pytest.raises(Cancelled, match="before the first epoch"):
+        finetune(PACKAGE, sources, LABELS, tmp_path / "pkg", FinetuneOptions(**FAST), is_cancelled=lambda: True)
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_new_class_reinitialises_the_head(sources, tmp_path):
+    """Label 2 becomes a new class 'house': 7 classes; the kept classes keep their head rows."""
+    log = []
+    opts = FinetuneOptions(**{**FAST, "epochs": 1}, name="houses-7")
+    result = finetune(PACKAGE, sources, LabelInput(raster=LABELS.raster, mapping={"2": "new:house"}),
+                      tmp_path / "pkg", opts, log=log.append)
+    meta = json.loads(Path(result.onnx_path).with_suffix(".json").read_text())
+    assert [c["name"] for c in meta["classes"]][-1] == "house" and len(meta["classes"]) == 7
+    assert meta["name"] == "houses-7"
+    assert any("re-initialised" in line for line in log)
+    assert any("no labelled pixel of class(es)" in line and "building" in line for line in log)
+    assert load_package(result.onnx_path).metadata.classes[-1].value == 7
+
+
+def test_time_budget_and_freeze(sources, tmp_path):
+    opts = FinetuneOptions(**{**FAST, "epochs": 50, "steps_per_epoch": 1000}, minutes=0.02, freeze="encoder")
+    log = []
+    result = finetune(PACKAGE, sources, LABELS, tmp_path / "pkg", opts, log=log.append)
+    assert result.stopped == "time budget" and result.epochs == 1
+    assert any(line.startswith("frozen: encoder") for line in log)
+
+
+def test_mapping_and_unknown_labels():
+    classes = load_package(PACKAGE).metadata.classes
+    r = ClassResolver(classes, {"forest": "tree", "0": "ignore", "pool": "new:pool"})
+    assert r("forest") == 4 and r("Building") == 2 and r(2.0) == 2 and r(0) is None
+    assert r("pool") == 7 and r("pool") == 7  # one new class, however many features
+    with pytest.raises(EngineError, match="label class 'meadow' is not a class"):
+        r("meadow")
+    with pytest.raises(EngineError, match="not a class of the model"):
+        ClassResolver(classes, {"x": "lake"})("x")
+
+
+def test_validation_strip_holds_the_requested_share_of_labels():
+    index = np.full((10, 40), 255, np.uint8)
+    index[:, 10:30] = 0  # labels only in the middle
+    train, val, how = _split(index, 0.25)
+    assert val[0] == 25 and train[2] == 25 and "right" in how
+    assert _split(index, 0.0)[1] is None
+
+
+def test_area_of_interest_limits_the_labels(sources, tmp_path):
+    """Only labels inside the AOI polygon (the tile's left 30 m, given in WGS 84) are used."""
+    from osgeo import ogr, osr
+
+    x0, y1 = 870200.0, 6617145.5
+    l93, wgs = osr.SpatialReference(), osr.SpatialReference()
+    l93.ImportFromEPSG(2154)
+    wgs.ImportFromEPSG(4326)
+    for s in (l93, wgs):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ring = ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y1 - 62.5},{x0 + 30} {y1 - 62.5},{x0 + 30} {y1},"
+                                     f"{x0} {y1},{x0} {y1 - 62.5}))")
+    ring.Transform(osr.CoordinateTransformation(l93, wgs))
+    path = str(tmp_path / "aoi.gpkg")
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(path)
+    lyr = ds.CreateLayer("aoi", srs=wgs, geom_type=ogr.wkbPolygon)
+    f = ogr.Feature(lyr.GetLayerDefn())
+    f.SetGeometry(ring)
+    lyr.CreateFeature(f)
+    f = lyr = ds = None
+    log = []
+    opts = FinetuneOptions(**{**FAST, "epochs": 1})
+    finetune(PACKAGE, sources, LabelInput(raster=LABELS.raster, aoi=path), tmp_path / "pkg", opts, log=log.append)
+    area = next(line for line in log if line.startswith("labelled area:"))
+    width = int(area.split(":")[1].split("x")[0])
+    assert width <= 60 + opts.chip // 2 + 1, area  # 30 m = 60 px of labels, plus the context margin
