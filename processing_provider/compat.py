@@ -7,8 +7,12 @@ plugin supports both, so every such name is looked up here and nowhere else.
 from qgis.core import (
     Qgis,
     QgsCoordinateReferenceSystem,
+    QgsFeatureSink,
+    QgsProcessing,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterField,
     QgsProcessingParameterNumber,
+    QgsWkbTypes,
 )
 
 
@@ -45,6 +49,14 @@ WKT_PREFERRED_GDAL = _first_available(
     (Qgis, "CrsWktVariant.PreferredGdal"),
     (QgsCoordinateReferenceSystem, "WKT_PREFERRED_GDAL"),
 )
+
+NO_GEOMETRY = _first_available((Qgis, "WkbType.NoGeometry"), (QgsWkbTypes, "NoGeometry"))
+SOURCE_POLYGON = _first_available((Qgis, "ProcessingSourceType.VectorPolygon"),
+                                  (QgsProcessing, "TypeVectorPolygon"))
+SOURCE_TABLE = _first_available((Qgis, "ProcessingSourceType.Vector"), (QgsProcessing, "TypeVector"))
+FIELD_ANY = _first_available((Qgis, "ProcessingFieldParameterDataType.Any"),
+                             (QgsProcessingParameterField, "Any"))
+FAST_INSERT = _first_available((QgsFeatureSink, "Flag.FastInsert"), (QgsFeatureSink, "FastInsert"))
 
 
 def mark_advanced(parameter: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:

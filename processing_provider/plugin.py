@@ -19,8 +19,24 @@ class ModalSegPlugin:
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API name
         self.initProcessing()
+        from ..ui.dependencies_dialog import add_menu_actions  # Plugins > ModalSeg: Dependencies, Diagnostics
+
+        self.environment_actions = add_menu_actions(self.iface, self.iface.mainWindow())
+        from ..ui.finetune_dialog import add_menu_action  # Plugins > ModalSeg > Fine-tune, and a toolbar button
+
+        self.finetune_action = add_menu_action(self.iface)
 
     def unload(self) -> None:
+        if getattr(self, "finetune_action", None) is not None:
+            from ..ui.finetune_dialog import remove_menu_action
+
+            remove_menu_action(self.iface, self.finetune_action)
+            self.finetune_action = None
+        if getattr(self, "environment_actions", None):
+            from ..ui.dependencies_dialog import remove_menu_actions
+
+            remove_menu_actions(self.iface, self.environment_actions)
+            self.environment_actions = []
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None

@@ -33,6 +33,17 @@ class ModalSegProvider(QgsProcessingProvider):
         from .algorithm_segment import SegmentAlgorithm
 
         self.addAlgorithm(SegmentAlgorithm())
+        from .algorithm_diagnostics import DiagnosticsAlgorithm
+        from .algorithm_install_dependencies import InstallDependenciesAlgorithm
+
+        self.addAlgorithm(InstallDependenciesAlgorithm())
+        self.addAlgorithm(DiagnosticsAlgorithm())
+        from .algorithm_evaluate import EvaluateAlgorithm
+
+        self.addAlgorithm(EvaluateAlgorithm())
+        from .algorithm_finetune import FinetuneAlgorithm
+
+        self.addAlgorithm(FinetuneAlgorithm())
 
     # The engine writes GeoTIFF only; advertising just that keeps the output file dialogs honest.
     def supportedOutputRasterLayerExtensions(self) -> List[str]:  # noqa: N802 - QGIS API name

@@ -8,11 +8,11 @@ from typing import Dict, Optional
 import numpy as np
 import pytest
 
+from tests.fixtures.paths import REPO_ROOT, SHARED_DATA  # re-exported for the plugin tests
+
 # tests/conftest.py (loaded before any test module) exposes the checkout as the package
 # ``modalseg`` through a symlink in a temporary plugin folder, exported as QGIS_PLUGINPATH.
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path(os.environ["QGIS_PLUGINPATH"])
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"  # where Debian installs the Processing plugin
 DEMO_DIR = REPO_ROOT / "resources" / "demo"
 DEMO_STEM = "lidarprod_870000_6618000"

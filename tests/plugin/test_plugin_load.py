@@ -117,7 +117,7 @@ def test_model_list_shows_bundled_packages(qgis_app):
     from qgis.core import QgsApplication
 
     from modalseg.engine import list_packages
-    from modalseg.processing_provider.algorithm_segment import BUNDLED_MODELS_DIR, NO_BUNDLED_MODEL
+    from modalseg.processing_provider.model_inputs import BUNDLED_MODELS_DIR, NO_BUNDLED_MODEL
 
     options = QgsApplication.processingRegistry().algorithmById("modalseg:segment") \
         .parameterDefinition("MODEL").options()

@@ -1,0 +1,1 @@
+"""Qt dialogs of ModalSeg: front ends to what the Processing algorithms do; no logic of their own."""
