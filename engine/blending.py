@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -24,8 +24,7 @@ class StripAccumulator:
         self.width, self.height, self.capacity, self.top = width, height, capacity, top
         self.probabilities = np.zeros((classes, capacity, width), np.float32)
         self.robustness = np.zeros((modalities, capacity, width), np.float32) if with_robustness else None
-        self.weight = np.zeros((capacity, width), np.float32)
-        self.valid = np.zeros((capacity, width), bool)
+        self.weight = np.zeros((capacity, width), np.float32)  # > 0 exactly where some tile had data
         self.filled = 0  # rows [0, filled) of the band may hold data; the rest is still zero
 
     def add(self, x: int, y: int, window: np.ndarray, probabilities: np.ndarray,
@@ -43,26 +42,28 @@ class StripAccumulator:
                 weighted = values[:, :h, :w] * weights
                 total[:, rows, cols] += weighted
         self.weight[rows, cols] += weights
-        self.valid[rows, cols] |= valid[:h, :w]
         self.filled = max(self.filled, r0 + h)
 
-    def pop_until(self, end_row: int) -> Optional[FinishedRows]:
+    def pop_until(self, end_row: int, chunk_rows: int = 32) -> Iterator[FinishedRows]:
+        """Finished rows up to ``end_row``, normalised by the weights, in chunks of ``chunk_rows``
+        (so the normalised copies stay small however wide the raster); then the band slides down."""
         n = min(end_row - self.top, self.capacity)
         if n <= 0:
-            return None
-        weight = self.weight[:n]
-        safe = np.where(weight > 0, weight, 1.0)
-        valid = self.valid[:n] & (weight > 0)
-        finished = FinishedRows(
-            self.top, self.probabilities[:, :n] / safe,
-            None if self.robustness is None else self.robustness[:, :n] / safe, valid.copy())
+            return
+        for start in range(0, n, chunk_rows):
+            rows = slice(start, min(start + chunk_rows, n))
+            weight = self.weight[rows]
+            safe = np.where(weight > 0, weight, 1.0)
+            yield FinishedRows(
+                self.top + start, self.probabilities[:, rows] / safe,
+                None if self.robustness is None else self.robustness[:, rows] / safe,
+                weight > 0)
         # Slide only the rows that hold data: after a tile row that is the overlap, not the whole band.
         keep = max(0, self.filled - n)
-        for array in (self.probabilities, self.robustness, self.weight, self.valid):
+        for array in (self.probabilities, self.robustness, self.weight):
             if array is not None:
                 if keep:
                     array[..., :keep, :] = array[..., n:n + keep, :].copy()
                 array[..., keep:max(self.filled, keep), :] = 0
         self.filled = keep
         self.top += n
-        return finished

@@ -34,6 +34,7 @@ class TilePipeline:
         self.plan, self.readers, self.stats, self.meta, self.runner = plan, readers, stats, meta, runner
         self.presence, self.blend, self.batch_size = presence, blend, max(1, batch_size)
         self.warn, self.is_cancelled = warn, is_cancelled
+        self.seen_valid = {name: False for name in readers}  # written by the reader thread only
 
     def prepare(self, tiles: List[Tile]) -> Batch:
         h, w = self.plan.tile_height, self.plan.tile_width
@@ -44,6 +45,7 @@ class TilePipeline:
                 data, ok = reader.read(tile.x, tile.y, w, h)
                 feeds[name][i] = normalize(data, ok, self.meta.modality(name).normalization, self.stats[name])
                 valid[i] &= ok
+                self.seen_valid[name] = self.seen_valid[name] or bool(ok.any())
         if self.meta.presence_input:
             feeds[self.meta.presence_input] = np.repeat(self.presence, len(tiles), axis=0)
         return Batch(tiles, feeds, valid)
@@ -119,11 +121,9 @@ class BlockAssembler:
             self.next_row += 1
 
     def _emit(self, end_row: int) -> None:
-        finished = self.accumulator.pop_until(min(end_row, self.block.end_output_row))
-        if finished is None:
-            return
-        skip = max(0, self.block.first_output_row - finished.y)  # halo rows belong to the previous block
-        if skip < finished.valid.shape[0]:
-            self.sink.write(FinishedRows(finished.y + skip, finished.probabilities[:, skip:],
-                                         None if finished.robustness is None else finished.robustness[:, skip:],
-                                         finished.valid[skip:]))
+        for finished in self.accumulator.pop_until(min(end_row, self.block.end_output_row)):
+            skip = max(0, self.block.first_output_row - finished.y)  # halo rows belong to the previous block
+            if skip < finished.valid.shape[0]:
+                self.sink.write(FinishedRows(finished.y + skip, finished.probabilities[:, skip:],
+                                             None if finished.robustness is None else finished.robustness[:, skip:],
+                                             finished.valid[skip:]))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -16,7 +17,7 @@ from .normalize import Range, percentile_range
 from .outputs import OutputPaths, OutputSet
 from .package import ModelPackage, PackageMetadata
 from .pipeline import Progress, TilePipeline
-from .reader import BandReader, SourceReader
+from .reader import BandReader, SourceReader, bounded_gdal_cache
 from .runtime import make_runner
 from .tiling import plan_tiles
 
@@ -58,17 +59,29 @@ def _tile_size(meta: PackageMetadata, options: RunOptions, log: Callable[[str], 
 
 
 def layer_statistics(readers: Dict[str, SourceReader], meta: PackageMetadata) -> Dict[str, Optional[Range]]:
-    """Whole-layer statistics, computed once so tiling cannot change normalisation; also rejects
-    layers that are nodata everywhere inside the output extent."""
-    stats = {}
+    """Whole-layer percentiles for the modalities normalised by them, computed once so tiling
+    cannot change normalisation (other recipes need no statistics: nothing is read here)."""
+    stats: Dict[str, Optional[Range]] = {}
     for name, reader in readers.items():
         spec = meta.modality(name).normalization
-        data, valid = reader.sample()
-        if not valid.any():
+        stats[name] = None
+        if spec.type == "percentile":
+            data, valid = reader.sample()
+            if not valid.any():
+                raise EngineError(f"the {name} layer '{reader.source.path}' has no valid pixel inside the output "
+                                  "extent (nodata everywhere)")
+            stats[name] = percentile_range(data, valid, spec.low, spec.high)
+    return stats
+
+
+def _check_valid_data(pipeline: TilePipeline, readers: Dict[str, SourceReader], sink: OutputSet) -> None:
+    """Nodata everywhere is only known once every tile was read (tiles without data are not run)."""
+    for name, reader in readers.items():
+        if not pipeline.seen_valid.get(name):
             raise EngineError(f"the {name} layer '{reader.source.path}' has no valid pixel inside the output "
                               "extent (nodata everywhere)")
-        stats[name] = percentile_range(data, valid, spec.low, spec.high) if spec.type == "percentile" else None
-    return stats
+    if not sink.counts.any():
+        raise EngineError("the layers have no valid pixel in common inside the output extent")
 
 
 def _network_grid(grid: Grid, meta: PackageMetadata, log: Callable[[str], None]) -> Grid:
@@ -112,7 +125,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     grid = reference_grid(reference_order(sources), grid_request)
     network_grid = _network_grid(grid, meta, log)
     readers = {s.modality: SourceReader(s, network_grid) for s in sources}
-    try:
+    with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used)), _closing(readers):
         stats = layer_statistics(readers, meta)
         plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(meta, options, log),
                           meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)
@@ -128,6 +141,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
                 pipeline.run(sink, options.tile_rows_per_block, progress)
             else:
                 _run_resampled(pipeline, network_grid, grid, sink, used, options, progress)
+            _check_valid_data(pipeline, readers, sink)
             if options.min_mapping_unit > 1:
                 log(f"merging regions smaller than {options.min_mapping_unit} px into their neighbours")
                 sink.apply_minimum_mapping_unit(options.min_mapping_unit)
@@ -135,13 +149,27 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         except BaseException:
             sink.abort()
             raise
-    finally:
-        # GDAL datasets must not outlive the call: a traceback keeps frames alive, and QGIS crashes
-        # at exit while datasets are still open.
-        for reader in readers.values():
-            reader.close()
     counts = {int(v): int(sink.counts[v]) for v in meta.class_values}
     return RunReport(runner.device, grid, plan.count, time.perf_counter() - started, counts, used, written, warnings)
+
+
+def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, used: Sequence[str]) -> int:
+    """Enough GDAL block cache for a row of output blocks (256 px high, all outputs) plus 64 MB for
+    reading: partly written compressed blocks must stay cached until complete."""
+    bytes_per_pixel = 1 + 4 * ((len(used) if outputs.robustness else 0) +
+                               (len(meta.classes) if outputs.probabilities else 0) + (1 if outputs.confidence else 0))
+    return 64 * 1024 * 1024 + 256 * grid.width * bytes_per_pixel
+
+
+@contextmanager
+def _closing(readers: Dict[str, SourceReader]):
+    """GDAL datasets must not outlive the call: a traceback keeps frames alive, and QGIS crashes at
+    exit while datasets are still open."""
+    try:
+        yield
+    finally:
+        for reader in readers.values():
+            reader.close()
 
 
 def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink: OutputSet, used: Sequence[str],
