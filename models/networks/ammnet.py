@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import torch
 from torch import Tensor, nn
 
 from ..nn.backbones import light_cnn

