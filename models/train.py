@@ -187,7 +187,9 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         {m["name"]: m["normalization"] for m in cfg["modalities"]},
         [c["value"] for c in cfg.get("classes", [])] or list(range(1, 7)), chip=int(data.get("chip", 128)),
         gsd_range=tuple(data["gsd_range"]) if data.get("gsd_range") else None,
-        drop_prob=float(data.get("drop_prob", 0.0)), area_weights=weights)
+        drop_prob=float(data.get("drop_prob", 0.0)), area_weights=weights,
+        height_scale=tuple(data["height_scale"]) if data.get("height_scale") else None,
+        height_modalities=[m["name"] for m in cfg["modalities"] if m.get("kind") == "ndsm"])
     net = build_net(cfg)
     params = sum(p.numel() for p in net.parameters())
     log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "
@@ -200,6 +202,13 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
     use_mas = bool(tr.get("mas", True)) and hasattr(net, "forward_train")
     cw = tr.get("class_weights")
     class_w = torch.tensor(cw, dtype=torch.float32) if cw else None
+    # optional hard-pixel (OHEM-style) term next to the plain CE: {"keep": 0.25, "weight": 1.0}
+    hp = tr.get("hard_pixel") or {}
+    hp_keep, hp_w = float(hp.get("keep", 0.25)), float(hp.get("weight", 0.0))
+    # optional exponential moving average of the weights (and BN statistics): validated,
+    # selected and exported instead of the raw weights; train.ema = decay (e.g. 0.998)
+    ema_decay = float(tr.get("ema", 0.0) or 0.0)
+    ema_net = copy.deepcopy(net) if ema_decay > 0 else None
     step, best, best_state, elapsed0, history = 0, -1.0, None, 0.0, []
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
@@ -208,6 +217,8 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         opt.load_state_dict(ck["opt"])
         step, best, elapsed0, history = ck["step"], ck["best"], ck["elapsed"], ck["history"]
         best_state = ck.get("best_state")
+        if ema_net is not None:
+            ema_net.load_state_dict(ck["ema"])
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         log(f"resumed at step {step} (best {best:.4f})")
@@ -215,7 +226,8 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
     def save_ckpt() -> None:
         tmp = last.with_suffix(".tmp")
         torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "best_state": best_state, "elapsed": elapsed0 + time.time() - t0, "history": history,
+                    "best_state": best_state, "ema": None if ema_net is None else ema_net.state_dict(),
+                    "elapsed": elapsed0 + time.time() - t0, "history": history,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(last)
 
@@ -238,11 +250,22 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         else:
             o = net(xs, present)
             loss = F.cross_entropy(o["logits"], y, weight=class_w, ignore_index=IGNORE)
+        if hp_w > 0:
+            from .nn.losses import hard_pixel_ce
+            loss = loss + hp_w * hard_pixel_ce(o["logits"], y, hp_keep, IGNORE, class_w)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         step += 1
+        if ema_net is not None:
+            d = min(ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for e, v in zip(ema_net.state_dict().values(), net.state_dict().values()):
+                    if e.dtype.is_floating_point:
+                        e.mul_(d).add_(v.detach(), alpha=1 - d)
+                    else:
+                        e.copy_(v)
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
         el = elapsed0 + time.time() - t0
         if step % int(tr.get("log_every", 20)) == 0:
@@ -250,19 +273,21 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
             log(f"step {step}/{steps} loss {loss_avg:.3f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"{el / 60:.1f} min, eta {eta / 60:.1f} min")
         if step % int(tr.get("val_every", 200)) == 0 or step == steps:
-            res = evaluate(net, val_areas, groups, cfg, subsets="full")
+            res = evaluate(ema_net if ema_net is not None else net, val_areas, groups, cfg, subsets="full")
             score = selection_score(res)
             history.append({"step": step, "loss": round(loss_avg, 4), "val": round(score, 4)})
             summary = ", ".join(f"{g}: {next(iter(r['subsets'].values()))['miou']}" for g, r in res.items())
             log(f"  val step {step}: score {score:.4f} ({summary})")
             if score > best:
-                best, best_state = score, copy.deepcopy(net.state_dict())
+                best, best_state = score, copy.deepcopy((ema_net if ema_net is not None else net).state_dict())
         if step % int(tr.get("ckpt_every", 100)) == 0:
             save_ckpt()
     save_ckpt()
     train_s = elapsed0 + time.time() - t0
     if best_state is not None:
         net.load_state_dict(best_state)
+    elif ema_net is not None:
+        net.load_state_dict(ema_net.state_dict())
     log(f"training done: {step} steps in {train_s / 60:.1f} min; best validation score {best:.4f}")
     return export_trained(net, cfg, out, val_areas, groups, train_s, step, history, log)
 

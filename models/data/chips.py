@@ -103,7 +103,9 @@ class ChipSampler:
                  sources: Mapping[str, str], norms: Mapping[str, NormLike], class_values: Sequence[int], chip: int = 128,
                  gsd_range: Optional[Tuple[float, float]] = None, augment_geometry: bool = True,
                  augment_optical: Sequence[str] = ("optical",), drop_prob: float = 0.0,
-                 min_labelled: float = 0.05, area_weights: Optional[Sequence[float]] = None) -> None:
+                 min_labelled: float = 0.05, area_weights: Optional[Sequence[float]] = None,
+                 height_scale: Optional[Tuple[float, float]] = None,
+                 height_modalities: Sequence[str] = ("ndsm",)) -> None:
         self.areas = list(areas)
         self.modalities = list(modalities)
         self.bands = dict(bands)
@@ -115,6 +117,10 @@ class ChipSampler:
         self.augment_optical = set(augment_optical)
         self.drop_prob = drop_prob
         self.min_labelled = min_labelled
+        # height jitter: heights (nDSM, metres) scaled by one log-uniform factor per chip, so a
+        # model trained on a few towns does not learn their exact building / tree heights
+        self.height_scale = height_scale
+        self.height_modalities = set(height_modalities)
         lut = np.full(256, IGNORE, np.uint8)
         for i, v in enumerate(class_values):
             lut[v] = i
@@ -188,11 +194,17 @@ class ChipSampler:
             layers = {n: both[n] for n in present}
             masks = {n: both[n] for n in masks}
         out: Dict[str, np.ndarray] = {}
+        scale = 1.0
+        if self.height_scale is not None and self.augment_geometry:
+            lo, hi = self.height_scale
+            scale = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         for n in self.modalities:
             if n in layers:
                 x = layers[n]
                 if n in self.augment_optical and self.augment_geometry:
                     x = augment.photometric(x, rng)
+                if n in self.height_modalities and scale != 1.0:
+                    x = x * np.float32(scale)
                 out[n] = normalize(x, masks[n + "#valid"][0] > 0.5, self.norms[n])
             else:
                 out[n] = np.zeros((self.bands[n], self.chip, self.chip), np.float32)

@@ -36,6 +36,20 @@ def hard_pixel_aux_ce(fused_logits: Tensor, aux_logits: Sequence[Tensor], target
     return sum(ce_loss(a, hard, ignore_index) for a in aux_logits)
 
 
+def hard_pixel_ce(logits: Tensor, target: Tensor, keep: float = 0.25, ignore_index: int = IGNORE_INDEX,
+                  class_weights: Tensor | Sequence[float] | None = None) -> Tensor:
+    """OHEM-style CE: mean of the ``keep`` fraction of non-ignored pixels with the highest
+    (optionally class-weighted) loss. Used *next to* the plain CE (train config
+    ``train.hard_pixel``), so label noise cannot take over; 0 (with a graph) if all are ignored."""
+    w = None if class_weights is None else torch.as_tensor(class_weights, dtype=logits.dtype, device=logits.device)
+    per_px = F.cross_entropy(logits, target.long(), weight=w, ignore_index=ignore_index, reduction="none")
+    per_px = per_px[target != ignore_index]
+    if per_px.numel() == 0:
+        return logits.sum() * 0.0
+    k = max(1, int(round(float(keep) * per_px.numel())))
+    return torch.topk(per_px, k, sorted=False).values.mean()
+
+
 def kl_alignment(feat_a: Tensor, feat_b: Tensor, tau: float = 1.0) -> Tensor:
     """AMMNet-style distribution alignment [R]: KL(softmax(a/τ) ‖ softmax(b/τ)) over channels,
     averaged over pixels. Both features must have the same width (project first)."""

@@ -31,6 +31,23 @@ def test_hard_pixel_aux_only_wrong_pixels():
     assert math.isclose(float(loss), float(expected), rel_tol=1e-6)
 
 
+def test_hard_pixel_ce_keeps_the_hardest_fraction():
+    # four labelled pixels (one ignored) with increasing loss: keep=0.5 averages the two worst
+    logits = torch.tensor([[[[4.0, 2.0, 0.0, -2.0, 9.0]], [[0.0, 0.0, 0.0, 0.0, 0.0]]]], requires_grad=True)
+    target = torch.tensor([[[0, 0, 0, 0, 255]]])
+    per_px = torch.nn.functional.cross_entropy(logits[..., :4], target[..., :4], reduction="none")[0, 0]
+    loss = losses.hard_pixel_ce(logits, target, keep=0.5)
+    assert math.isclose(float(loss), float(per_px[2:].mean()), rel_tol=1e-6)
+    loss.backward()
+    assert float(logits.grad[0, :, 0, :2].abs().sum()) == 0.0  # easy pixels get no gradient
+    assert math.isclose(float(losses.hard_pixel_ce(logits, target, keep=1.0)),
+                        float(losses.ce_loss(logits, target)), rel_tol=1e-6)
+    w = [1.0, 3.0]  # class weights scale the per-pixel loss before ranking
+    weighted = losses.hard_pixel_ce(logits, target, keep=0.25, class_weights=w)
+    assert math.isclose(float(weighted), float(per_px[3]), rel_tol=1e-6)
+    assert float(losses.hard_pixel_ce(logits, torch.full((1, 1, 5), 255))) == 0.0
+
+
 def test_kl_alignment_zero_for_equal_and_positive_otherwise():
     a = torch.randn(2, 8, 4, 4)
     assert float(losses.kl_alignment(a, a)) < 1e-6

@@ -125,6 +125,22 @@ def test_gsd_drawn_per_sample(stack):
     assert b["gsd"].min() >= 0.5 and b["gsd"].max() <= 1.5 and b["gsd"].std() > 0.1  # mixed in a batch
 
 
+def test_height_scale_jitters_ndsm_only(stack):
+    st, scene = stack
+    args = ([Area(st, (0, 0, 96, 96))], ["optical", "ndsm"], {"optical": 3, "ndsm": 1},
+            {"optical": "rgb", "ndsm": "ndsm"},
+            {"optical": OPT, "ndsm": {"type": "meanstd", "mean": [0.0], "std": [1.0]}}, [1, 2, 3, 4, 5, 6])
+    plain = ChipSampler(*args, chip=32, augment_geometry=False).sample(np.random.default_rng(3))
+    doubled = ChipSampler(*args, chip=32, augment_geometry=False, height_scale=(2.0, 2.0)).sample(
+        np.random.default_rng(3))
+    assert plain["ndsm"].max() > 0  # no augmentation at all (evaluation-like): no jitter either
+    np.testing.assert_allclose(doubled["ndsm"], plain["ndsm"])
+    on = ChipSampler(*args, chip=32, height_scale=(2.0, 2.0)).sample(np.random.default_rng(3))
+    off = ChipSampler(*args, chip=32).sample(np.random.default_rng(3))
+    np.testing.assert_allclose(on["ndsm"], 2 * off["ndsm"], rtol=1e-5)
+    np.testing.assert_array_equal(on["label"], off["label"])
+
+
 def test_geometric_augmentation_is_joint_and_photometric_optical_only():
     rng = np.random.default_rng(0)
     img = rng.random((3, 8, 8)).astype(np.float32)
