@@ -10,7 +10,7 @@ Labels: raster value v in ``class_values`` -> index, everything else (0 = nodata
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
@@ -23,7 +23,10 @@ from .rasters import RasterStack
 IGNORE = 255
 
 
-def as_normalization(spec: object, bands: int) -> Normalization:
+NormLike = Union[Normalization, Mapping[str, object]]  # a parsed recipe or its metadata dict
+
+
+def as_normalization(spec: NormLike, bands: int) -> Normalization:
     """A package's recipe, typed; dicts are validated by the package reader itself."""
     if isinstance(spec, Normalization):
         return spec
