@@ -41,14 +41,6 @@ class Grid:
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         return srs
 
-    def same_as(self, other: "Grid", tolerance: float = 1e-6) -> bool:
-        if (self.width, self.height) != (other.width, other.height):
-            return False
-        if not self.srs().IsSame(other.srs()):
-            return False
-        scale = max(abs(self.pixel_width), abs(self.pixel_height))
-        return all(abs(a - b) <= tolerance * scale for a, b in zip(self.geotransform, other.geotransform))
-
     def gsd_metres(self) -> float:
         """Mean pixel size in metres, for geographic CRSs too (at the grid's centre latitude)."""
         srs = self.srs()
