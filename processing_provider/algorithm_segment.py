@@ -177,7 +177,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             for message in binding_messages:
                 feedback.pushInfo(message)
             report = engine.run_segmentation(
-                sources, package, self._grid_request(engine, parameters, context, layers), outputs,
+                sources, package, self._grid_request(engine, parameters, context), outputs,
                 self._run_options(engine, parameters, context, runtime),
                 progress=lambda fraction, message: self.report_progress(feedback, fraction, message),
                 log=lambda text: self.engine_log(feedback, text),
@@ -218,8 +218,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         return engine.OutputPaths(classes=paths[self.OUTPUT], robustness=paths[self.ROBUSTNESS],
                                   probabilities=paths[self.PROBABILITIES], confidence=paths[self.CONFIDENCE])
 
-    def _grid_request(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext,
-                      layers: Dict[str, Any]) -> Any:
+    def _grid_request(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:
         crs = self.parameterAsCrs(parameters, self.OUTPUT_CRS, context) if is_set(
             parameters, self.OUTPUT_CRS) else QgsCoordinateReferenceSystem()
         extent = extent_crs = None
