@@ -58,7 +58,7 @@ def main() -> None:
     stats = layer_statistics(readers, package.metadata)
     plan = plan_tiles(grid.width, grid.height, tile, overlap, package.metadata.size_multiple)
     presence = np.ones((1, len(package.metadata.modalities)), np.float32)
-    tiles = plan.tiles_in_rows(0, len(plan.ys) - 1)
+    tiles = plan.all_tiles()
     runner = make_runner(package, "onnx", "cpu")
     pipeline = TilePipeline(plan, readers, stats, package.metadata, runner, presence, "hann", args.batch,
                             print, lambda: False)

@@ -32,19 +32,23 @@ def value_range(spec: Normalization, stats: Optional[Range]) -> Optional[Range]:
     return None
 
 
-def normalize(data: np.ndarray, valid: np.ndarray, spec: Normalization, stats: Optional[Range] = None) -> np.ndarray:
-    """``data`` (bands x h x w float32) in raw units → network input; invalid pixels become 0."""
+def normalize(data: np.ndarray, valid: np.ndarray, spec: Normalization, stats: Optional[Range] = None,
+              out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``data`` (bands x h x w float32) in raw units → network input; invalid pixels become 0.
+
+    Written into ``out`` when given (a slot of the batch array: no copy per tile)."""
     bands = data.shape[0]
     if spec.type == "meanstd":
-        mean = np.asarray(spec.mean, np.float32).reshape(bands, 1, 1)
-        std = np.asarray(spec.std, np.float32).reshape(bands, 1, 1)
-        out = (data - mean) / std
+        offset = np.asarray(spec.mean, np.float32).reshape(bands, 1, 1)
+        scale = 1.0 / np.asarray(spec.std, np.float32).reshape(bands, 1, 1)
     else:
         lo, hi = value_range(spec, stats)
-        lo, hi = lo.reshape(bands, 1, 1), hi.reshape(bands, 1, 1)
-        out = (data - lo) / (hi - lo)
-        if spec.clip:
-            np.clip(out, 0.0, 1.0, out=out)
-    out = out.astype(np.float32, copy=False)
-    out[:, ~valid] = 0.0
+        offset = lo.reshape(bands, 1, 1).astype(np.float32)
+        scale = (1.0 / (hi - lo)).reshape(bands, 1, 1).astype(np.float32)
+    out = np.subtract(data, offset, out=out, dtype=np.float32)
+    np.multiply(out, scale, out=out)
+    if spec.type != "meanstd" and spec.clip:
+        np.clip(out, 0.0, 1.0, out=out)
+    if not valid.all():
+        np.multiply(out, valid, out=out)  # invalid pixels are finite here: the readers zero them
     return out

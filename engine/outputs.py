@@ -57,21 +57,21 @@ class OutputSet:
         invalid = ~rows.valid
         classes = self.values[np.argmax(rows.probabilities, axis=0)]
         classes[invalid] = self.nodata
-        self.writers["classes"].write(rows.y, classes)
+        self.writers["classes"].write(rows.y, classes, rows.x)
         self.counts += np.bincount(classes[rows.valid], minlength=256)
         if "robustness" in self.writers:
             robustness = rows.robustness[self.used_index]
             robustness /= np.maximum(robustness.sum(axis=0, keepdims=True), 1e-12)
             robustness[:, invalid] = np.nan
-            self.writers["robustness"].write(rows.y, robustness)
+            self.writers["robustness"].write(rows.y, robustness, rows.x)
         if "probabilities" in self.writers:
             probabilities = rows.probabilities.copy()
             probabilities[:, invalid] = np.nan
-            self.writers["probabilities"].write(rows.y, probabilities)
+            self.writers["probabilities"].write(rows.y, probabilities, rows.x)
         if "confidence" in self.writers:
             confidence = rows.probabilities.max(axis=0)
             confidence[invalid] = np.nan
-            self.writers["confidence"].write(rows.y, confidence)
+            self.writers["confidence"].write(rows.y, confidence, rows.x)
 
     def apply_minimum_mapping_unit(self, min_pixels: int) -> None:
         writer = self.writers["classes"]

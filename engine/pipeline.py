@@ -7,12 +7,12 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from .blending import FinishedRows, StripAccumulator
+from .blending import FinishedRows, StripAccumulator, weighted_softmax
 from .errors import Cancelled, EngineError
 from .normalize import Range, normalize
 from .package import PackageMetadata
 from .reader import SourceReader
-from .runtime import run_with_fallback, softmax
+from .runtime import run_with_fallback
 from .tiling import Block, Tile, TilePlan, blend_window, plan_blocks
 
 Progress = Callable[[float, str], None]
@@ -43,7 +43,7 @@ class TilePipeline:
         for i, tile in enumerate(tiles):
             for name, reader in self.readers.items():
                 data, ok = reader.read(tile.x, tile.y, w, h)
-                feeds[name][i] = normalize(data, ok, self.meta.modality(name).normalization, self.stats[name])
+                normalize(data, ok, self.meta.modality(name).normalization, self.stats[name], out=feeds[name][i])
                 valid[i] &= ok
                 self.seen_valid[name] = self.seen_valid[name] or bool(ok.any())
         if self.meta.presence_input:
@@ -58,19 +58,22 @@ class TilePipeline:
         except Exception as exc:  # runtime errors come in the runtimes' own types
             raise EngineError(f"the model failed on a batch of tiles: {str(exc).splitlines()[0][:300]}") from exc
 
-    def run(self, sink, tile_rows_per_block: int, progress: Progress) -> None:
+    def run(self, sink, progress: Progress, tile_rows_per_block: int = 0, max_block_width: int = 0) -> None:
+        blocks = plan_blocks(self.plan, tile_rows_per_block, max_block_width)
+        total = sum(_tile_count(block) for block in blocks)  # halo tiles run once per block they serve
         done = 0
-        for block in plan_blocks(self.plan, tile_rows_per_block):
+        for block in blocks:
             for count in self.run_block(block, sink):
                 done += count
-                progress(done / self.plan.count, f"tile {done}/{self.plan.count}")
+                progress(done / total, f"tile {done}/{total}")
 
     def run_block(self, block: Block, sink) -> Iterator[int]:
         """Run one block; yields the number of tiles finished after each batch.
 
         A reader thread prepares batch i+1 and a writer thread blends and writes batch i-1 while the
         runtime computes batch i (runtimes and GDAL release the GIL)."""
-        tiles = self.plan.tiles_in_rows(block.first_tile_row, block.last_tile_row)
+        tiles = self.plan.tiles_in((block.rows.first_tile, block.rows.last_tile),
+                                   (block.columns.first_tile, block.columns.last_tile))
         batches = [tiles[i:i + self.batch_size] for i in range(0, len(tiles), self.batch_size)]
         assembler = BlockAssembler(block, self.plan, self.meta, sink, self.blend, self.batch_size)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modalseg-read") as reader_pool, \
@@ -95,35 +98,53 @@ class TilePipeline:
                 pending.cancel()
 
 
+def _tile_count(block: Block) -> int:
+    return ((block.rows.last_tile - block.rows.first_tile + 1) *
+            (block.columns.last_tile - block.columns.first_tile + 1))
+
+
 class BlockAssembler:
     """Blends one block's tile outputs in order and writes rows as soon as no later tile touches them."""
 
     def __init__(self, block: Block, plan: TilePlan, meta: PackageMetadata, sink, blend: str, batch_size: int):
         self.block, self.plan, self.sink, self.blend = block, plan, sink, blend
+        columns = block.columns.last_tile - block.columns.first_tile + 1
+        left = plan.xs[block.columns.first_tile]
+        right = min(plan.width, plan.xs[block.columns.last_tile] + plan.tile_width)
         # A batch may straddle tile rows: the band must hold every row it can touch before rows are final.
-        rows_per_batch = -(-batch_size // len(plan.xs)) + 1
+        rows_per_batch = -(-batch_size // columns) + 1
         capacity = plan.tile_height + rows_per_batch * max(1, plan.tile_height - plan.overlap)
-        self.accumulator = StripAccumulator(plan.width, plan.height, capacity, len(meta.classes),
-                                            len(meta.modalities), plan.ys[block.first_tile_row], meta.has_robustness)
-        self.tiles_left = {r: len(plan.xs) for r in range(block.first_tile_row, block.last_tile_row + 1)}
-        self.next_row = block.first_tile_row
+        self.accumulator = StripAccumulator(left, right - left, plan.height, capacity, len(meta.classes),
+                                            len(meta.modalities), plan.ys[block.rows.first_tile],
+                                            meta.has_robustness)
+        self.tiles_left = {r: columns for r in range(block.rows.first_tile, block.rows.last_tile + 1)}
+        self.next_row = block.rows.first_tile
 
     def consume(self, batch: Batch, logits: Optional[np.ndarray], robustness: Optional[np.ndarray]) -> None:
         if logits is not None:
-            probabilities = softmax(logits.astype(np.float32, copy=False))
+            logits = np.require(logits, np.float32, "CW")  # weighted in place below
+            if robustness is not None:
+                robustness = np.require(robustness, np.float32, "CW")
             for i, tile in enumerate(batch.tiles):
-                self.accumulator.add(tile.x, tile.y, blend_window(self.plan, tile, self.blend), probabilities[i],
-                                     None if robustness is None else robustness[i], batch.valid[i])
+                weights = blend_window(self.plan, tile, self.blend) * batch.valid[i]
+                tile_robustness = None
+                if robustness is not None:
+                    tile_robustness = np.multiply(robustness[i], weights, out=robustness[i])
+                self.accumulator.add(tile.x, tile.y, weights, weighted_softmax(logits[i], weights), tile_robustness)
         for tile in batch.tiles:
             self.tiles_left[tile.row] -= 1
-        while self.next_row <= self.block.last_tile_row and self.tiles_left[self.next_row] == 0:
+        while self.next_row <= self.block.rows.last_tile and self.tiles_left[self.next_row] == 0:
             self._emit(self.plan.final_row_end(self.next_row))
             self.next_row += 1
 
     def _emit(self, end_row: int) -> None:
-        for finished in self.accumulator.pop_until(min(end_row, self.block.end_output_row)):
-            skip = max(0, self.block.first_output_row - finished.y)  # halo rows belong to the previous block
+        rows, columns = self.block.rows, self.block.columns
+        # Halo rows and columns belong to the neighbouring blocks.
+        c0, c1 = columns.start - self.accumulator.left, columns.end - self.accumulator.left
+        for finished in self.accumulator.pop_until(min(end_row, rows.end)):
+            skip = max(0, rows.start - finished.y)
             if skip < finished.valid.shape[0]:
-                self.sink.write(FinishedRows(finished.y + skip, finished.probabilities[:, skip:],
-                                             None if finished.robustness is None else finished.robustness[:, skip:],
-                                             finished.valid[skip:]))
+                self.sink.write(FinishedRows(
+                    finished.y + skip, finished.probabilities[:, skip:, c0:c1],
+                    None if finished.robustness is None else finished.robustness[:, skip:, c0:c1],
+                    finished.valid[skip:, c0:c1], columns.start))

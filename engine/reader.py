@@ -69,14 +69,16 @@ class BandReader:
 
     def _warped(self) -> gdal.Dataset:
         src = open_raster(self.path)
-        # Band selection first (keeping the per-dataset mask, e.g. alpha), then warp to float32 with
-        # NaN as nodata so every invalid source pixel stays recognisable after resampling.
+        # Band selection first (keeping the per-dataset mask, e.g. alpha), then warp to float32 into
+        # NaN-initialised blocks: pixels no valid source pixel reaches stay NaN. (INIT_DEST rather
+        # than dstNodata: same pixels, but GDAL then keeps its fast kernel for sources without
+        # nodata, half the warp time.)
         selected = gdal.Translate("", src, format="VRT", bandList=list(self.bands), maskBand="mask"
                                   if src.GetRasterBand(1).GetMaskFlags() & gdal.GMF_PER_DATASET else None)
         xmin, ymin, xmax, ymax = self.grid.bounds
         warped = gdal.Warp("", selected, format="VRT", dstSRS=self.grid.crs_wkt, outputBounds=(xmin, ymin, xmax, ymax),
                            width=self.grid.width, height=self.grid.height, resampleAlg=self._resampling,
-                           outputType=gdal.GDT_Float32, dstNodata=float("nan"), multithread=False,
+                           outputType=gdal.GDT_Float32, warpOptions=["INIT_DEST=NaN"], multithread=False,
                            # blocks the size of a typical tile: fewer, larger warps (~20 % faster here)
                            creationOptions=["BLOCKXSIZE=512", "BLOCKYSIZE=512"])
         if warped is None:
@@ -117,7 +119,8 @@ class BandReader:
         if self._offset is not None:  # warped reads mark every invalid pixel NaN already
             region_valid &= self._source_mask(ds, band_numbers, region, cx0, cy0, w, h)
         valid[oy:oy + h, ox:ox + w] = region_valid
-        data[:, ~valid] = 0.0
+        if not valid.all():
+            data[:, ~valid] = 0.0
         return data, valid
 
 

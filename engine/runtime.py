@@ -32,13 +32,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in text or "failed to allocate" in text or "cudaerrormemoryallocation" in text
 
 
-def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
-    shifted = logits - logits.max(axis=axis, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=axis, keepdims=True)
-    return shifted
-
-
 class OnnxRunner:
     def __init__(self, package: ModelPackage, device: str = "auto", threads: Optional[int] = None):
         try:

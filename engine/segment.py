@@ -34,7 +34,10 @@ class RunOptions:
     blend: str = "hann"
     min_mapping_unit: int = 0  # pixels; 0 = off
     threads: Optional[int] = None
-    tile_rows_per_block: int = 0  # 0 = the whole raster is one block
+    tile_rows_per_block: int = 0  # 0 = all rows in one block (rows stream through a band anyway)
+    # Wider rasters are split into blocks of columns: memory follows this width, not the raster's,
+    # for one extra tile column per block border. 0 = never split.
+    max_block_width: int = 4096
 
 
 @dataclass
@@ -125,7 +128,8 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     grid = reference_grid(reference_order(sources), grid_request)
     network_grid = _network_grid(grid, meta, log)
     readers = {s.modality: SourceReader(s, network_grid) for s in sources}
-    with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used)), _closing(readers):
+    with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used, options.max_block_width)), \
+            _closing(readers):
         stats = layer_statistics(readers, meta)
         plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(meta, options, log),
                           meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)
@@ -138,7 +142,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         sink = OutputSet(outputs, grid, meta, used, warn)
         try:
             if network_grid is grid:
-                pipeline.run(sink, options.tile_rows_per_block, progress)
+                pipeline.run(sink, progress, options.tile_rows_per_block, options.max_block_width)
             else:
                 _run_resampled(pipeline, network_grid, grid, sink, used, options, progress)
             _check_valid_data(pipeline, readers, sink)
@@ -153,12 +157,15 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     return RunReport(runner.device, grid, plan.count, time.perf_counter() - started, counts, used, written, warnings)
 
 
-def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, used: Sequence[str]) -> int:
-    """Enough GDAL block cache for a row of output blocks (256 px high, all outputs) plus 64 MB for
-    reading: partly written compressed blocks must stay cached until complete."""
+def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, used: Sequence[str],
+                      max_block_width: int) -> int:
+    """Enough GDAL block cache for a row of output blocks (256 px high, all outputs, one block of
+    columns plus a block each side) plus 64 MB for reading: partly written compressed blocks must
+    stay cached until complete."""
     bytes_per_pixel = 1 + 4 * ((len(used) if outputs.robustness else 0) +
                                (len(meta.classes) if outputs.probabilities else 0) + (1 if outputs.confidence else 0))
-    return 64 * 1024 * 1024 + 256 * grid.width * bytes_per_pixel
+    width = grid.width if max_block_width <= 0 else min(grid.width, max_block_width + 512)
+    return 64 * 1024 * 1024 + 256 * width * bytes_per_pixel
 
 
 @contextmanager
@@ -185,7 +192,8 @@ def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink:
         probabilities=str(sink.folder / f".modalseg-scratch-{tag}-probabilities.tif"))
     coarse = OutputSet(scratch, network_grid, meta, used, pipeline.warn)
     try:
-        pipeline.run(coarse, options.tile_rows_per_block, lambda f, text: progress(0.9 * f, text))
+        pipeline.run(coarse, lambda f, text: progress(0.9 * f, text), options.tile_rows_per_block,
+                     options.max_block_width)
         probabilities = BandReader(coarse.writers["probabilities"].close_for_reading(),
                                    tuple(range(1, len(meta.classes) + 1)), grid, "bilinear")
         robustness = (BandReader(coarse.writers["robustness"].close_for_reading(), tuple(range(1, len(used) + 1)),

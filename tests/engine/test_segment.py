@@ -8,6 +8,7 @@ from osgeo import gdal
 from modalseg.engine import (Cancelled, EngineError, GridRequest, LayerInput, OutputPaths, RunOptions,
                              bind_modalities, load_package, run_segmentation)
 from tests.fixtures.onnx_models import make_constant, make_pixelwise
+from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.rasters import read, smooth_field, write_raster, wkt_of
 
 GT = (500000.0, 1.0, 0.0, 6000000.0, 0.0, -1.0)  # EPSG:32631, 1 m pixels
@@ -76,12 +77,21 @@ def test_pixelwise_model_is_reproduced_exactly_across_tile_borders(models, scene
     assert np.allclose(out["robustness"][0].sum(0), 1.0, atol=1e-5)
 
 
-def test_blocks_give_the_same_result_as_one_pass(models, scene, tmp_path):
+@pytest.mark.parametrize("rows_per_block,block_width", [(2, 0), (0, 100), (2, 64)],
+                         ids=["row-blocks", "column-blocks", "2d-blocks"])
+def test_blocks_give_the_same_result_as_one_pass(scene, tmp_path, rows_per_block, block_width):
+    # A convolutional model: tiles disagree near their edges, so a block that missed a halo tile
+    # (or blended a neighbour's) would change the blended values.
+    package = load_package(REPO_ROOT / "resources" / "models" / "reference" / "reference.onnx")
     layers = {"optical": LayerInput(str(scene["optical"])), "elevation": LayerInput(str(scene["ndsm"]))}
-    _, whole = _run(models["pixelwise"], layers, tmp_path / "whole", tile_size=48, overlap=16)
-    _, blocks = _run(models["pixelwise"], layers, tmp_path / "blocks", tile_size=48, overlap=16,
-                     tile_rows_per_block=2)
-    assert np.array_equal(whole["probabilities"][0], blocks["probabilities"][0])
+    _, whole = _run(package, layers, tmp_path / "whole", tile_size=48, overlap=16, max_block_width=0)
+    report, blocks = _run(package, layers, tmp_path / "blocks", tile_size=48, overlap=16,
+                          tile_rows_per_block=rows_per_block, max_block_width=block_width)
+    _, no_blend = _run(package, layers, tmp_path / "none", tile_size=48, overlap=16, blend="none")
+    assert np.abs(whole["probabilities"][0] - no_blend["probabilities"][0]).max() > 1e-3  # tiles do disagree
+    for name in ("probabilities", "robustness", "classes"):
+        assert np.array_equal(whole[name][0], blocks[name][0], equal_nan=name != "classes"), name
+    assert report.class_counts == {v: int((whole["classes"][0] == v).sum()) for v in report.class_counts}
 
 
 def test_absent_optional_modality_gets_all_the_robustness(models, scene, tmp_path):
