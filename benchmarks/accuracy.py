@@ -9,7 +9,9 @@ is printed). Groups: ``towns`` (lidarhd_elevation: nDSM only, 0.5 m and 2 m) and
 through the package's ONNX graph with the engine's normalisation, for every non-empty subset of
 the modalities it carries (SGMA table form: per-class IoU, mIoU over ground / building / low
 vegetation / tree with >= 200 reference px in the group, Average / Top-1 / Last-1). Next to
-the packages: a rule baseline (nDSM height + roughness, and greenness when optical is present; no learning). Also printed: mean
+the packages: a rule baseline (nDSM height + roughness, and greenness when optical is present; no
+learning) and the default package's network trained on optical only (``benchmarks/baselines``,
+recipe ``training/sgma_optical_only.json``), with a fusion check per package. Also printed: mean
 robustness per class and modality, and building IoU on the whole houses tile (partly seen in
 training: only its right strip is unseen). Figures, not assertions.
 """
@@ -149,9 +151,23 @@ def print_table(title: str, res: Dict) -> None:
               f"Last-1 {100 * r['last1']:.1f}")
 
 
+def print_fusion_check(subsets: Dict, optical_only: Dict[str, float]) -> None:
+    """Does optical + elevation beat each single modality, and the optical-only network?"""
+    both = subsets.get("optical+ndsm", {}).get("miou")
+    if both is None:
+        return
+    rivals = {f"subset {k}": v["miou"] for k, v in subsets.items() if k != "optical+ndsm"}
+    rivals.update({f"network {k}": v for k, v in optical_only.items()})
+    verdict = "beats" if all(both > v for v in rivals.values()) else "does NOT beat"
+    print(f"  fusion check (rgb_tiles): optical+ndsm {100 * both:.1f} {verdict} "
+          + ", ".join(f"{k} {100 * v:.1f}" for k, v in rivals.items()))
+
+
 def main(argv: List[str] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=str(ROOT / "resources" / "models"))
+    ap.add_argument("--baselines", default=str(ROOT / "benchmarks" / "baselines"),
+                    help="packages trained on optical only, evaluated as baselines")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write all figures to this JSON file")
@@ -164,6 +180,14 @@ def main(argv: List[str] = None) -> None:
     print_table("rule baseline (nDSM height + roughness, greenness; no learning)", base)
     everything["rule_baseline"] = base
     houses = find_lidar_stacks(data / "lidarhd_houses", ("rgb", "ndsm"))[0]
+    optical_only = {}
+    for onnx_path, _ in list_packages(a.baselines):
+        package = load_package(onnx_path)
+        res = evaluate(OnnxPredictor(package, a.threads), areas, groups, package_cfg(package.metadata))
+        print_table(f"baseline {package.metadata.name} {package.metadata.version}: "
+                    f"{package.metadata.description[:110]}", res)
+        everything[package.metadata.name] = res
+        optical_only[package.metadata.name] = res["rgb_tiles"]["subsets"]["optical"]["miou"]
     for onnx_path, _ in list_packages(a.models):
         package = load_package(onnx_path)
         meta = package.metadata
@@ -184,8 +208,7 @@ def main(argv: List[str] = None) -> None:
         print(f"  houses tile (whole, {sub}): building IoU {100 * b[sub]['iou']['building']:.1f}, "
               f"ground IoU {100 * b[sub]['iou']['ground']:.1f}")
         everything[meta.name] = {"validation": res, "houses_whole": whole, "robustness": rob}
-    print("\nnot measured: the same networks trained on optical only (no CPU budget left for a third "
-          "training run); the rgb_tiles 'optical' row is the optical-only subset of the any-modality model.")
+        print_fusion_check(res["rgb_tiles"]["subsets"], optical_only)
     if a.json:
         Path(a.json).write_text(json.dumps(everything, indent=1))
 

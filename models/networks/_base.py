@@ -20,16 +20,24 @@ def parse_modalities(config: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[s
 
 
 class SegNetwork(nn.Module):
-    """Base class holding the contract attributes; subclasses implement ``forward``."""
+    """Base class holding the contract attributes; subclasses implement ``forward``.
+
+    ``self.config`` is the subclass's ``defaults`` overlaid with the given config (the JSON-able
+    recipe that rebuilds the same network); ``modality_count`` fixes how many modalities it takes."""
 
     size_multiple: int = 32
     has_robustness: bool = False
+    defaults: Mapping[str, Any] = {}
+    modality_count: int | None = None
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
-        self.config: dict[str, Any] = copy.deepcopy(dict(config))
         self.modalities, self.in_channels = parse_modalities(config)
+        if self.modality_count is not None:
+            require_modalities(self.modalities, self.modality_count, type(self).__name__)
         self.num_classes = int(config["num_classes"]) if "num_classes" in config else _missing("num_classes")
+        self.config: dict[str, Any] = {**copy.deepcopy(dict(self.defaults)), **copy.deepcopy(dict(config)),
+                                       "modalities": dict(self.in_channels)}
 
 
 def _missing(key: str):

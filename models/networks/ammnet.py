@@ -27,7 +27,7 @@ from ..nn.common import expand_presence
 from ..nn.decoders import UPerHead
 from ..nn.interaction import APF
 from ..nn.streams import SeparateStreams, ordered_inputs
-from ._base import SegNetwork, require_modalities
+from ._base import SegNetwork
 
 DEFAULTS: dict[str, Any] = {
     "widths": [16, 32, 64, 128],
@@ -42,14 +42,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 class AMMNet(SegNetwork):
+    defaults = DEFAULTS
+    modality_count = 2
     size_multiple = 32
     has_robustness = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        require_modalities(self.modalities, 2, "AMMNet")
-        cfg = {**DEFAULTS, **dict(config)}
-        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        cfg = self.config
         c_main, c_aux = (self.in_channels[m] for m in self.modalities)
         main = light_cnn(c_main, cfg["widths"], cfg["depths"])
         aux = light_cnn(c_aux, cfg["aux_widths"], cfg["aux_depths"])

@@ -24,7 +24,7 @@ from ..nn.heads import FCNHead
 from ..nn.interaction import SFM
 from ..nn.norms import LayerNorm2d
 from ..nn.streams import SeparateStreams, ordered_inputs
-from ._base import SegNetwork, require_modalities
+from ._base import SegNetwork
 
 DEFAULTS: dict[str, Any] = {
     "widths": [16, 32, 64, 128],
@@ -36,14 +36,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 class ASANet(SegNetwork):
+    defaults = DEFAULTS
+    modality_count = 2
     size_multiple = 32
     has_robustness = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        require_modalities(self.modalities, 2, "ASANet")
-        cfg = {**DEFAULTS, **dict(config)}
-        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        cfg = self.config
         c_a, c_b = (self.in_channels[m] for m in self.modalities)
         self.streams = SeparateStreams([light_cnn(c_a, cfg["widths"], cfg["depths"]),
                                         light_cnn(c_b, cfg["widths"], cfg["depths"])])

@@ -29,7 +29,7 @@ from ..nn.common import ConvBNAct, expand_presence
 from ..nn.fusion import SAGate
 from ..nn.restore import RestoreBlock
 from ..nn.streams import ordered_inputs
-from ._base import SegNetwork, require_modalities
+from ._base import SegNetwork
 
 DEFAULTS: dict[str, Any] = {
     "widths": [16, 16, 32, 64, 96],
@@ -41,14 +41,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 class EMSNet(SegNetwork):
+    defaults = DEFAULTS
+    modality_count = 2
     size_multiple = 32
     has_robustness = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        require_modalities(self.modalities, 2, "EMSNet")
-        cfg = {**DEFAULTS, **dict(config)}
-        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        cfg = self.config
         w = [int(v) for v in cfg["widths"]]
         if len(w) != 5:
             raise ValueError(f"EMSNet needs 5 widths, got {w}")

@@ -33,7 +33,7 @@ from ..nn.interaction import CPIA
 from ..nn.norms import LayerNorm2d
 from ..nn.streams import ordered_inputs
 from ..nn.vit import PatchEmbed, TinyViT
-from ._base import SegNetwork, require_modalities
+from ._base import SegNetwork
 
 DEFAULTS: dict[str, Any] = {
     "vit_dim": 96,
@@ -52,14 +52,14 @@ DEFAULTS: dict[str, Any] = {
 
 
 class MoBaNet(SegNetwork):
+    defaults = DEFAULTS
+    modality_count = 2
     size_multiple = 32
     has_robustness = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        require_modalities(self.modalities, 2, "MoBaNet")
-        cfg = {**DEFAULTS, **dict(config)}
-        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        cfg = self.config
         c_main, c_aux = (self.in_channels[m] for m in self.modalities)
         d, p = int(cfg["vit_dim"]), int(cfg["patch"])
         if 32 % p:

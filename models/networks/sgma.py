@@ -58,13 +58,13 @@ DEFAULTS: dict[str, Any] = {
 class SGMA(SegNetwork):
     """SGMA network; see the module docstring for the design choices."""
 
+    defaults = DEFAULTS
     size_multiple = 32
     has_robustness = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        cfg = {**DEFAULTS, **dict(config)}
-        self.config = {**cfg, "modalities": dict(self.in_channels)}
+        cfg = self.config
         bands = [self.in_channels[m] for m in self.modalities]
         if cfg["backbone"] == "efficientnet_lite0":
             backbone = build_backbone("efficientnet_lite0", 3, pretrained=bool(cfg["pretrained"]))
