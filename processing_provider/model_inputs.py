@@ -19,6 +19,9 @@ from .provider import PLUGIN_ROOT
 
 BUNDLED_MODELS_DIR = PLUGIN_ROOT / "resources" / "models"
 NO_BUNDLED_MODEL = "(no bundled model found: choose a model file below)"
+# First in the list, hence the default: the any-modality network with robustness maps, which also
+# scores best on the elevation-only towns (benchmarks/accuracy).
+DEFAULT_BUNDLED_MODEL = "modalseg-sgma-urban"
 WARNING_PREFIX = "Warning: "  # how engine log lines mark a warning
 NO_LAYER_MESSAGE = ("Give at least one input layer (optical, elevation, SAR or NIR); "
                     "the model decides which of them it uses.")
@@ -118,7 +121,7 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
             return []  # processAlgorithm reports the import problem with a full message
         if not BUNDLED_MODELS_DIR.is_dir():
             return []
-        return list(list_packages(BUNDLED_MODELS_DIR))
+        return sorted(list_packages(BUNDLED_MODELS_DIR), key=lambda found: found[1].name != DEFAULT_BUNDLED_MODEL)
 
     @staticmethod
     def _package_label(metadata: Any) -> str:
