@@ -9,11 +9,21 @@ import numpy as np
 
 @dataclass
 class FinishedRows:
+    """Final blended rows as weighted sums: dividing by ``weight`` gives probabilities, but the class
+    map (an argmax) and the robustness shares (normalised by their own sum) need no division, so
+    it is only done for the outputs that want it."""
     y: int  # first output row
-    probabilities: np.ndarray  # classes x h x w, float32, sums to 1 where valid
-    robustness: Optional[np.ndarray]  # modalities x h x w
-    valid: np.ndarray  # h x w bool
+    scores: np.ndarray  # classes x h x w float32: blended probabilities times ``weight``
+    robustness: Optional[np.ndarray]  # modalities x h x w, times ``weight``
+    weight: np.ndarray  # h x w float32, > 0 exactly where some valid tile pixel landed
     x: int = 0  # first output column
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.weight > 0
+
+    def probabilities(self) -> np.ndarray:
+        return self.scores / np.where(self.weight > 0, self.weight, 1.0)
 
 
 def weighted_softmax(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -58,19 +68,17 @@ class StripAccumulator:
         self.filled = max(self.filled, r0 + h)
 
     def pop_until(self, end_row: int, chunk_rows: int = 32) -> Iterator[FinishedRows]:
-        """Finished rows up to ``end_row``, normalised by the weights, in chunks of ``chunk_rows``
-        (so the normalised copies stay small however wide the raster); then the band slides down."""
+        """Finished rows up to ``end_row`` in chunks of ``chunk_rows`` (so what consumers derive from
+        them stays small however wide the raster), as views: each chunk must be used before the next
+        is asked for; then the band slides down."""
         n = min(end_row - self.top, self.capacity)
         if n <= 0:
             return
         for start in range(0, n, chunk_rows):
             rows = slice(start, min(start + chunk_rows, n))
-            weight = self.weight[rows]
-            safe = np.where(weight > 0, weight, 1.0)
-            yield FinishedRows(
-                self.top + start, self.probabilities[:, rows] / safe,
-                None if self.robustness is None else self.robustness[:, rows] / safe,
-                weight > 0, self.left)
+            yield FinishedRows(self.top + start, self.probabilities[:, rows],
+                               None if self.robustness is None else self.robustness[:, rows],
+                               self.weight[rows], self.left)
         # Slide only the rows that hold data: after a tile row that is the overlap, not the whole band.
         keep = max(0, self.filled - n)
         for array in (self.probabilities, self.robustness, self.weight):

@@ -54,24 +54,24 @@ class OutputSet:
         return self.writers["classes"].path.parent
 
     def write(self, rows: FinishedRows) -> None:
-        invalid = ~rows.valid
-        classes = self.values[np.argmax(rows.probabilities, axis=0)]
+        valid = rows.valid
+        invalid = ~valid
+        classes = self.values[np.argmax(rows.scores, axis=0)]
         classes[invalid] = self.nodata
         self.writers["classes"].write(rows.y, classes, rows.x)
-        self.counts += np.bincount(classes[rows.valid], minlength=256)
+        self.counts += np.bincount(classes[valid], minlength=256)
         if "robustness" in self.writers:
             robustness = rows.robustness[self.used_index]
             robustness /= np.maximum(robustness.sum(axis=0, keepdims=True), 1e-12)
             robustness[:, invalid] = np.nan
             self.writers["robustness"].write(rows.y, robustness, rows.x)
-        if "probabilities" in self.writers:
-            probabilities = rows.probabilities.copy()
+        if "probabilities" in self.writers or "confidence" in self.writers:
+            probabilities = rows.probabilities()
             probabilities[:, invalid] = np.nan
-            self.writers["probabilities"].write(rows.y, probabilities, rows.x)
-        if "confidence" in self.writers:
-            confidence = rows.probabilities.max(axis=0)
-            confidence[invalid] = np.nan
-            self.writers["confidence"].write(rows.y, confidence, rows.x)
+            if "probabilities" in self.writers:
+                self.writers["probabilities"].write(rows.y, probabilities, rows.x)
+            if "confidence" in self.writers:
+                self.writers["confidence"].write(rows.y, probabilities.max(axis=0), rows.x)
 
     def apply_minimum_mapping_unit(self, min_pixels: int) -> None:
         writer = self.writers["classes"]

@@ -1,6 +1,10 @@
 """Tiles through the network: read + normalise, run, blend, write — three stages that overlap."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional
@@ -35,6 +39,7 @@ class TilePipeline:
         self.presence, self.blend, self.batch_size = presence, blend, max(1, batch_size)
         self.warn, self.is_cancelled = warn, is_cancelled
         self.seen_valid = {name: False for name in readers}  # written by the reader thread only
+        self.model_seconds = 0.0
 
     def prepare(self, tiles: List[Tile]) -> Batch:
         h, w = self.plan.tile_height, self.plan.tile_width
@@ -51,12 +56,15 @@ class TilePipeline:
         return Batch(tiles, feeds, valid)
 
     def infer(self, batch: Batch):
+        started = time.perf_counter()
         try:
             return run_with_fallback(self.runner, batch.feeds, self.warn)
         except EngineError:
             raise
         except Exception as exc:  # runtime errors come in the runtimes' own types
             raise EngineError(f"the model failed on a batch of tiles: {str(exc).splitlines()[0][:300]}") from exc
+        finally:
+            self.model_seconds += time.perf_counter() - started
 
     def run(self, sink, progress: Progress, tile_rows_per_block: int = 0, max_block_width: int = 0) -> None:
         blocks = plan_blocks(self.plan, tile_rows_per_block, max_block_width)
@@ -76,8 +84,8 @@ class TilePipeline:
                                    (block.columns.first_tile, block.columns.last_tile))
         batches = [tiles[i:i + self.batch_size] for i in range(0, len(tiles), self.batch_size)]
         assembler = BlockAssembler(block, self.plan, self.meta, sink, self.blend, self.batch_size)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="modalseg-read") as reader_pool, \
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="modalseg-write") as writer_pool:
+        with ThreadPoolExecutor(1, "modalseg-read", initializer=_yield_to_the_runtime) as reader_pool, \
+                ThreadPoolExecutor(1, "modalseg-write", initializer=_yield_to_the_runtime) as writer_pool:
             pending = reader_pool.submit(self.prepare, batches[0])
             written = None
             try:
@@ -96,6 +104,17 @@ class TilePipeline:
                 written.result()
             finally:
                 pending.cancel()
+
+
+def _yield_to_the_runtime() -> None:
+    """Lowest CPU priority for this helper thread (Linux gives each thread its own nice value): on a
+    CPU the runtime's threads keep the cores and reading / blending fill the gaps they leave, instead
+    of preempting one runtime thread and stalling the other at the next barrier."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass  # not allowed here: normal priority, just slower
 
 
 def _tile_count(block: Block) -> int:
@@ -143,8 +162,8 @@ class BlockAssembler:
         c0, c1 = columns.start - self.accumulator.left, columns.end - self.accumulator.left
         for finished in self.accumulator.pop_until(min(end_row, rows.end)):
             skip = max(0, rows.start - finished.y)
-            if skip < finished.valid.shape[0]:
+            if skip < finished.weight.shape[0]:
                 self.sink.write(FinishedRows(
-                    finished.y + skip, finished.probabilities[:, skip:, c0:c1],
+                    finished.y + skip, finished.scores[:, skip:, c0:c1],
                     None if finished.robustness is None else finished.robustness[:, skip:, c0:c1],
-                    finished.valid[skip:, c0:c1], columns.start))
+                    finished.weight[skip:, c0:c1], columns.start))

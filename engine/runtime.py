@@ -64,6 +64,9 @@ class OnnxRunner:
         options = self._ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning, leaving the cores' gaps to the engine's
+        # reader and writer threads (measured: the session itself is no slower).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         return self._ort.InferenceSession(str(self.package.onnx_path), options, providers=providers)
 

@@ -46,6 +46,7 @@ class RunReport:
     grid: Grid
     tiles: int
     seconds: float
+    model_seconds: float  # inside the runtime's calls: the rest is reading, blending and writing
     class_counts: Dict[int, int]
     modalities: List[str]
     outputs: Dict[str, str]
@@ -154,7 +155,8 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
             sink.abort()
             raise
     counts = {int(v): int(sink.counts[v]) for v in meta.class_values}
-    return RunReport(runner.device, grid, plan.count, time.perf_counter() - started, counts, used, written, warnings)
+    return RunReport(runner.device, grid, plan.count, time.perf_counter() - started, pipeline.model_seconds, counts,
+                     used, written, warnings)
 
 
 def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, used: Sequence[str],
@@ -210,7 +212,7 @@ def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink:
                 valid &= r_valid
                 full_robustness = np.zeros((len(meta.modalities), h, grid.width), np.float32)
                 full_robustness[sink.used_index] = r
-            sink.write(FinishedRows(y, p, full_robustness, valid))
+            sink.write(FinishedRows(y, p, full_robustness, valid.astype(np.float32)))
             progress(0.9 + 0.1 * (y + h) / grid.height, "resampling to the output grid")
         probabilities.close()
         if robustness is not None:

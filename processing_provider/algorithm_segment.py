@@ -249,7 +249,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
 
     @staticmethod
     def _log_report(feedback: QgsProcessingFeedback, metadata: Any, report: Any) -> None:
-        feedback.pushInfo(f"Ran {report.tiles} tiles on {report.device} in {report.seconds:.1f} s.")
+        feedback.pushInfo(f"Ran {report.tiles} tiles on {report.device} in {report.seconds:.1f} s "
+                          f"({report.model_seconds:.1f} s in the model).")
         names = {c.value: c.name for c in metadata.classes}
         total = sum(report.class_counts.values()) or 1
         for value, count in sorted(report.class_counts.items()):
