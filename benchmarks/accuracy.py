@@ -27,10 +27,12 @@ import numpy as np
 from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
+if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from common import expose_plugin_package  # type: ignore
-    expose_plugin_package()
+else:
+    from .common import expose_plugin_package
+expose_plugin_package()
 
 from modalseg.engine.package import list_packages, load_package  # noqa: E402
 from modalseg.engine.runtime import make_runner  # noqa: E402
