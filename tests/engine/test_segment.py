@@ -1,4 +1,7 @@
 """End-to-end engine behaviour with hand-built ONNX models whose outputs are known exactly."""
+import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +63,7 @@ def test_constant_model_gives_constant_mosaic(models, scene, tmp_path):
     assert gdal.Open(str(tmp_path / "classes.tif")).GetSpatialRef().GetAuthorityCode(None) == "32631"
     assert nodata == 0
     assert report.class_counts == {1: 0, 2: 150 * 230, 3: 0}
+    assert 0 < report.model_seconds < report.seconds
     confidence = out["confidence"][0]
     expected = np.exp(2.0) / (np.exp(0.1) + np.exp(2.0) + np.exp(0.5))
     assert np.allclose(confidence, expected, atol=1e-5)
@@ -280,3 +284,22 @@ def test_torch_and_onnx_runtimes_agree_on_real_data(tmp_path):
     _, torch_out = _run(package, layers, tmp_path / "torch", runtime="torch")
     assert np.nanmax(np.abs(onnx_out["probabilities"][0] - torch_out["probabilities"][0])) < 1e-3
     assert np.mean(onnx_out["classes"][0] == torch_out["classes"][0]) > 0.999
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_reader_and_writer_threads_run_below_the_runtime_priority():
+    """Helper threads take the lowest priority; the caller's thread (the runtime's) keeps its own."""
+    from modalseg.engine.pipeline import _yield_to_the_runtime
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def helper():
+        _yield_to_the_runtime()
+        seen["helper"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=helper)
+    thread.start()
+    thread.join()
+    assert seen["helper"] == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
