@@ -79,8 +79,11 @@ class OutputSet:
         writer.write(0, cleaned)
         self.counts = np.bincount(cleaned[cleaned != self.nodata], minlength=256)
 
-    def commit(self) -> Dict[str, str]:
-        return {name: writer.commit() for name, writer in self.writers.items()}
+    def commit(self, cloud_optimized: bool = False) -> Dict[str, str]:
+        """Every file is finished before any is renamed into place: a failure leaves no output."""
+        for writer in self.writers.values():
+            writer.finish(cloud_optimized)
+        return {name: writer.publish() for name, writer in self.writers.items()}
 
     def abort(self) -> None:
         for writer in self.writers.values():

@@ -38,6 +38,7 @@ class RunOptions:
     # Wider rasters are split into blocks of columns: memory follows this width, not the raster's,
     # for one extra tile column per block border. 0 = never split.
     max_block_width: int = 4096
+    cloud_optimized: bool = False  # rewrite the outputs as COGs with overviews at the end
 
 
 @dataclass
@@ -150,7 +151,9 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
             if options.min_mapping_unit > 1:
                 log(f"merging regions smaller than {options.min_mapping_unit} px into their neighbours")
                 sink.apply_minimum_mapping_unit(options.min_mapping_unit)
-            written = sink.commit()
+            if options.cloud_optimized:
+                log("writing Cloud-Optimized GeoTIFFs (with overviews)")
+            written = sink.commit(options.cloud_optimized)
         except BaseException:
             sink.abort()
             raise

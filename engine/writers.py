@@ -27,6 +27,16 @@ def _compression() -> Sequence[str]:
     return ["COMPRESS=DEFLATE", "ZLEVEL=1"]
 
 
+def _cog_options(dtype: np.dtype) -> Sequence[str]:
+    """The COG driver's spelling of the same compression, and overviews fit for the data: the most
+    frequent class for class maps, the mean for shares and probabilities."""
+    compression = [option.replace("ZSTD_LEVEL", "LEVEL").replace("ZLEVEL", "LEVEL") for option in _compression()]
+    categorical = dtype.kind != "f"
+    return [*compression, "BLOCKSIZE=256", "BIGTIFF=IF_SAFER", "NUM_THREADS=2",
+            f"PREDICTOR={'STANDARD' if categorical else 'FLOATING_POINT'}",
+            f"OVERVIEW_RESAMPLING={'MODE' if categorical else 'AVERAGE'}"]
+
+
 def _sidecars(path: Path):
     return [path.with_name(path.name + ".aux.xml"), path.with_name(path.name + ".ovr")]
 
@@ -83,9 +93,16 @@ class GeoTiffWriter:
         self.dataset.FlushCache()
         return self.dataset.GetRasterBand(index).ReadAsArray()
 
-    def commit(self) -> str:
+    def finish(self, cloud_optimized: bool = False) -> None:
+        """Close the hidden file; ``cloud_optimized`` rewrites it as a COG (with overviews), still
+        under a hidden name."""
         self.dataset.FlushCache()
         self.dataset = None  # closes the file; GDAL writes PAM metadata (.aux.xml) now
+        if cloud_optimized:
+            self._rewrite_as_cog()
+
+    def publish(self) -> str:
+        """Rename the finished file (and its sidecars) into place."""
         for stale in [self.path] + _sidecars(self.path):
             if stale.exists():
                 stale.unlink()
@@ -94,6 +111,22 @@ class GeoTiffWriter:
             if temp_side.exists():
                 os.replace(temp_side, final_side)
         return str(self.path)
+
+    def _rewrite_as_cog(self) -> None:
+        tiled = self.temp
+        self.temp = tiled.with_name(tiled.name.replace(".partial-", ".cog-"))
+        try:
+            written = gdal.Translate(str(self.temp), str(tiled), format="COG",
+                                     creationOptions=list(_cog_options(self.dtype)))
+        except RuntimeError as exc:  # GDAL raises when its exceptions are on
+            raise EngineError(f"cannot write '{self.path}' as a Cloud-Optimized GeoTIFF: {exc}") from None
+        finally:
+            for leftover in [tiled] + _sidecars(tiled):
+                if leftover.exists():
+                    leftover.unlink()
+        if written is None:
+            raise EngineError(f"cannot write '{self.path}' as a Cloud-Optimized GeoTIFF")
+        written = None  # closed (its .aux.xml, holding the category names, written) before the rename
 
     def abort(self) -> None:
         self.dataset = None

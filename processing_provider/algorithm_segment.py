@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
     QgsProcessingParameterDistance,
     QgsProcessingParameterEnum,
@@ -59,6 +60,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     OUTPUT_EXTENT = "OUTPUT_EXTENT"
     OUTPUT_RESOLUTION = "OUTPUT_RESOLUTION"
     MIN_MAPPING_UNIT = "MIN_MAPPING_UNIT"
+    CLOUD_OPTIMIZED = "CLOUD_OPTIMIZED"
     OUTPUT = "OUTPUT"
     ROBUSTNESS = "ROBUSTNESS"
     PROBABILITIES = "PROBABILITIES"
@@ -134,6 +136,11 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
                                          NUMBER_INTEGER, defaultValue=0, minValue=0),
             "Patches of one class smaller than this many pixels are merged into their surroundings.",
             advanced=True)
+        add(QgsProcessingParameterBoolean(self.CLOUD_OPTIMIZED, "Write Cloud-Optimized GeoTIFFs (with overviews)",
+                                          defaultValue=False),
+            "Rewrites every output as a COG at the end (internal overviews: most frequent class for the "
+            "class map, mean for shares): faster to display when zoomed out and to serve over HTTP, at the "
+            "cost of one more pass over the files.", advanced=True)
 
         add(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classified raster"),
             "One byte per pixel with the model's class values, names and colours (GeoTIFF).")
@@ -245,7 +252,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
             runtime=runtime,
             blend=BLEND_WINDOWS[self.parameterAsEnum(parameters, self.BLEND, context)][0],
-            min_mapping_unit=self.parameterAsInt(parameters, self.MIN_MAPPING_UNIT, context))
+            min_mapping_unit=self.parameterAsInt(parameters, self.MIN_MAPPING_UNIT, context),
+            cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context))
 
     @staticmethod
     def _log_report(feedback: QgsProcessingFeedback, metadata: Any, report: Any) -> None:

@@ -303,3 +303,27 @@ def test_reader_and_writer_threads_run_below_the_runtime_priority():
     thread.join()
     assert seen["helper"] == 19
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_cloud_optimized_outputs_keep_values_names_and_gain_overviews(models, tmp_path):
+    # 700 x 600 px: big enough for the COG driver to build overviews (256 px blocks).
+    optical = (np.stack([smooth_field((600, 700), s) for s in (1, 2, 3)]) * 255).astype(np.uint8)
+    layers = {"optical": LayerInput(str(write_raster(tmp_path / "optical.tif", optical, 32631, GT)))}
+    _, plain = _run(models["pixelwise"], layers, tmp_path / "plain", tile_size=256, overlap=32)
+    report, cog = _run(models["pixelwise"], layers, tmp_path / "cog", tile_size=256, overlap=32,
+                       cloud_optimized=True)
+    for name in ("classes", "robustness", "probabilities", "confidence"):
+        assert np.array_equal(plain[name][0], cog[name][0], equal_nan=True), name
+        ds = gdal.Open(report.outputs[name])
+        assert ds.GetMetadata("IMAGE_STRUCTURE").get("LAYOUT") == "COG", name
+        assert ds.GetRasterBand(1).GetOverviewCount() >= 1, name
+        assert ds.GetGeoTransform() == GT
+    classes = gdal.Open(report.outputs["classes"])  # kept: a band must not outlive its dataset
+    band = classes.GetRasterBand(1)
+    classes.GetProjection()  # GDAL's GeoTIFF driver loads the .aux.xml sidecar (category names) lazily
+    assert band.GetRasterCategoryNames()[1:4] == ["red wins", "green wins", "blue wins"]
+    assert band.GetColorTable() is not None and band.GetNoDataValue() == 0
+    robustness = gdal.Open(report.outputs["robustness"])
+    assert robustness.GetRasterBand(1).GetDescription() == "optical"
+    leftovers = [p.name for p in (tmp_path / "cog").iterdir() if p.name.startswith(".")]
+    assert leftovers == []

@@ -166,6 +166,19 @@ def test_output_extent_resolution_and_crs(processing_run, demo, model_package, t
     assert info["srs"].GetAuthorityCode(None) == "3857"
 
 
+def test_cloud_optimized_outputs(processing_run, demo, model_package, demo_run, tmp_path):
+    from osgeo import gdal
+
+    results = processing_run("modalseg:segment", _params(demo, model_package, tmp_path, CLOUD_OPTIMIZED=True))
+    for name in ("OUTPUT", "ROBUSTNESS"):
+        ds = gdal.Open(results[name])
+        assert ds.GetMetadata("IMAGE_STRUCTURE").get("LAYOUT") == "COG", name
+        ds = None
+        assert np.array_equal(read_raster(results[name])["data"], read_raster(demo_run[name])["data"],
+                              equal_nan=True), name
+    assert read_raster(results["OUTPUT"])["category_names"] == read_raster(demo_run["OUTPUT"])["category_names"]
+
+
 # -- bad input --------------------------------------------------------------------------------------------
 def _expect_failure(run, params, output: Path, *fragments):
     from qgis.core import QgsProcessingException
