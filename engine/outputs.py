@@ -9,7 +9,7 @@ import numpy as np
 from .blending import FinishedRows
 from .grid import Grid
 from .package import PackageMetadata
-from .postprocess import apply_minimum_mapping_unit
+from .postprocess import clean_class_map
 from .writers import GeoTiffWriter, class_nodata_value, float_writer
 
 
@@ -73,9 +73,10 @@ class OutputSet:
             if "confidence" in self.writers:
                 self.writers["confidence"].write(rows.y, probabilities.max(axis=0), rows.x)
 
-    def apply_minimum_mapping_unit(self, min_pixels: int) -> None:
+    def clean_classes(self, smoothing_radius: int, min_pixels: int) -> None:
+        """Rewrite the class map through ``clean_class_map`` (reads it whole)."""
         writer = self.writers["classes"]
-        cleaned = apply_minimum_mapping_unit(writer.read_band(1), min_pixels, self.nodata)
+        cleaned = clean_class_map(writer.read_band(1), self.nodata, smoothing_radius, min_pixels)
         writer.write(0, cleaned)
         self.counts = np.bincount(cleaned[cleaned != self.nodata], minlength=256)
 

@@ -1,9 +1,31 @@
-"""Optional clean-up of a class map: minimum mapping unit (small regions take their neighbours' class)."""
+"""Optional clean-up of a class map: majority smoothing, then a minimum mapping unit (small regions
+take their neighbours' class). Both work on the whole class map, after the blended run."""
 from __future__ import annotations
 
 import numpy as np
 
 from .errors import EngineError
+
+
+def clean_class_map(classes: np.ndarray, nodata: int, smoothing_radius: int = 0, min_pixels: int = 0) -> np.ndarray:
+    """Majority smoothing (if ``smoothing_radius`` > 0) then the minimum mapping unit (if
+    ``min_pixels`` > 1): smoothing rounds ragged edges, the unit then removes the specks left."""
+    return apply_minimum_mapping_unit(apply_majority_smoothing(classes, smoothing_radius, nodata), min_pixels, nodata)
+
+
+def apply_majority_smoothing(classes: np.ndarray, radius: int, nodata: int) -> np.ndarray:
+    """Every valid pixel takes the most frequent class among the valid pixels of the disk of
+    ``radius`` pixels around it (morphological majority filter); nodata neither votes nor changes."""
+    if radius <= 0:
+        return classes
+    try:
+        from skimage.filters.rank import majority
+        from skimage.morphology import disk
+    except ImportError:
+        raise EngineError("smoothing needs scikit-image; install it") from None
+    valid = classes != nodata
+    smoothed = majority(classes.astype(np.uint8, copy=False), disk(radius), mask=valid)
+    return np.where(valid, smoothed, classes).astype(classes.dtype, copy=False)
 
 
 def apply_minimum_mapping_unit(classes: np.ndarray, min_pixels: int, nodata: int) -> np.ndarray:

@@ -33,6 +33,7 @@ class RunOptions:
     runtime: str = "onnx"
     blend: str = "hann"
     min_mapping_unit: int = 0  # pixels; 0 = off
+    smoothing_radius: int = 0  # pixels of the majority filter's disk; 0 = off
     threads: Optional[int] = None
     tile_rows_per_block: int = 0  # 0 = all rows in one block (rows stream through a band anyway)
     # Wider rasters are split into blocks of columns: memory follows this width, not the raster's,
@@ -148,9 +149,12 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
             else:
                 _run_resampled(pipeline, network_grid, grid, sink, used, options, progress)
             _check_valid_data(pipeline, readers, sink)
+            if options.smoothing_radius > 0:
+                log(f"smoothing the class map (majority over a disk of {options.smoothing_radius} px radius)")
             if options.min_mapping_unit > 1:
                 log(f"merging regions smaller than {options.min_mapping_unit} px into their neighbours")
-                sink.apply_minimum_mapping_unit(options.min_mapping_unit)
+            if options.smoothing_radius > 0 or options.min_mapping_unit > 1:
+                sink.clean_classes(options.smoothing_radius, options.min_mapping_unit)
             if options.cloud_optimized:
                 log("writing Cloud-Optimized GeoTIFFs (with overviews)")
             written = sink.commit(options.cloud_optimized)

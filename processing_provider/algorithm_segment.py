@@ -61,6 +61,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     OUTPUT_RESOLUTION = "OUTPUT_RESOLUTION"
     MIN_MAPPING_UNIT = "MIN_MAPPING_UNIT"
     CLOUD_OPTIMIZED = "CLOUD_OPTIMIZED"
+    SMOOTHING = "SMOOTHING"
     OUTPUT = "OUTPUT"
     ROBUSTNESS = "ROBUSTNESS"
     PROBABILITIES = "PROBABILITIES"
@@ -136,6 +137,10 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
                                          NUMBER_INTEGER, defaultValue=0, minValue=0),
             "Patches of one class smaller than this many pixels are merged into their surroundings.",
             advanced=True)
+        add(QgsProcessingParameterNumber(self.SMOOTHING, "Smoothing radius (pixels; 0 = off)", NUMBER_INTEGER,
+                                         defaultValue=0, minValue=0, maxValue=25),
+            "Majority filter: every pixel takes the most frequent class within this radius, which rounds "
+            "ragged class edges. Applied before the minimum mapping unit.", advanced=True)
         add(QgsProcessingParameterBoolean(self.CLOUD_OPTIMIZED, "Write Cloud-Optimized GeoTIFFs (with overviews)",
                                           defaultValue=False),
             "Rewrites every output as a COG at the end (internal overviews: most frequent class for the "
@@ -253,6 +258,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             runtime=runtime,
             blend=BLEND_WINDOWS[self.parameterAsEnum(parameters, self.BLEND, context)][0],
             min_mapping_unit=self.parameterAsInt(parameters, self.MIN_MAPPING_UNIT, context),
+            smoothing_radius=self.parameterAsInt(parameters, self.SMOOTHING, context),
             cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context))
 
     @staticmethod

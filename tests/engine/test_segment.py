@@ -238,6 +238,24 @@ def test_minimum_mapping_unit_removes_small_regions(models, tmp_path):
     assert np.all(clean["classes"][0][20:35, 20:35] == 2)
 
 
+def test_majority_smoothing_removes_specks_and_keeps_regions(models, tmp_path):
+    optical = np.zeros((3, 40, 40), np.uint8)
+    optical[0] = 200  # red everywhere ...
+    optical[1, 10, 10] = 255  # ... one green pixel
+    optical[1, 20:35, 20:35] = 255  # and a large green square
+    path = write_raster(tmp_path / "o.tif", optical, 32631, GT)
+    layers = {"optical": LayerInput(str(path))}
+    _, raw = _run(models["pixelwise"], layers, tmp_path / "raw")
+    report, smooth = _run(models["pixelwise"], layers, tmp_path / "smooth", smoothing_radius=2)
+    raw_classes, classes = raw["classes"][0], smooth["classes"][0]
+    assert raw_classes[10, 10] == 2 and classes[10, 10] == 1
+    # the square survives: its interior and straight edges hold a majority; only corners round off
+    assert np.all(classes[21:34, 21:34] == 2) and classes[20, 27] == 2
+    assert classes[20, 20] == 1
+    assert (classes == 2).sum() < (raw_classes == 2).sum()
+    assert report.class_counts[2] == (classes == 2).sum()
+
+
 def test_grid_outside_the_model_gsd_range_runs_resampled_and_comes_back(scene, tmp_path):
     # The pixelwise model declares 2-8 m; the 1 m scene runs on a 2 m grid and is resampled back.
     package = load_package(make_pixelwise(tmp_path / "m", gsd={"native": 4.0, "min": 2.0, "max": 8.0}))
