@@ -34,6 +34,7 @@ else:
     from .common import expose_plugin_package
 expose_plugin_package()
 
+from modalseg.engine.metrics import confusion_from_values, per_class  # noqa: E402
 from modalseg.engine.package import list_packages, load_package  # noqa: E402
 from modalseg.engine.runtime import make_runner  # noqa: E402
 from modalseg.models.data.chips import split_area  # noqa: E402
@@ -168,14 +169,11 @@ def segment_houses(package, stack) -> Dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         out = str(Path(folder) / "classes.tif")
         run_segmentation(sources, package, GridRequest(), OutputPaths(out), RunOptions())
-        predicted = gdal.Open(out).ReadAsArray().astype(int)
-    label = gdal.Open(str(stack.label)).ReadAsArray().astype(int)
-    scored = label > 0
-    ious = {}
-    for value, name in ((1, "ground"), (2, "building")):
-        p, t = (predicted == value) & scored, (label == value) & scored
-        ious[name] = float((p & t).sum() / max(1, (p | t).sum()))
-    return ious
+        predicted = gdal.Open(out).ReadAsArray()
+    label = gdal.Open(str(stack.label)).ReadAsArray()
+    values = package.metadata.class_values
+    iou = per_class(confusion_from_values(label, predicted, values, ignore_values=(0,)))["iou"]
+    return {name: float(iou[values.index(value)]) for value, name in ((1, "ground"), (2, "building"))}
 
 
 def print_fusion_check(subsets: Dict, optical_only: Dict[str, float]) -> None:
