@@ -25,13 +25,17 @@ from qgis.core import (
 from .base import gdal_raster_path, is_set, log_warning, ogr_vector_path
 from .compat import FIELD_ANY, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON
 from .dependencies import missing_packages, missing_packages_message
+from ..models.finetune import FREEZE_CHOICES, FinetuneOptions
 from .model_inputs import DEVICES, LayersAndModelAlgorithm, labels
 
-FREEZE: Tuple[Tuple[str, str], ...] = (
-    ("none", "Nothing: train every layer"),
-    ("encoder", "The encoders (feature extractors): adapt fusion and head only, for small label sets"),
-    ("all-but-head", "Everything but the class head: the least change, for very few labels"),
-)
+# The choices are the fine-tuning's (models.finetune); only their wording for analysts is here.
+FREEZE_LABELS = {
+    "none": "Nothing: train every layer",
+    "encoder": "The encoders (feature extractors): adapt fusion and head only, for small label sets",
+    "all-but-head": "Everything but the class head: the least change, for very few labels",
+}
+FREEZE: Tuple[Tuple[str, str], ...] = tuple((key, FREEZE_LABELS.get(key, key)) for key in FREEZE_CHOICES)
+DEFAULTS = FinetuneOptions()  # the parameters' defaults are the fine-tuning's own
 
 
 def parse_class_map(text: str) -> Dict[str, str]:
@@ -132,33 +136,35 @@ class FinetuneAlgorithm(LayersAndModelAlgorithm):
             "The package whose weights fine-tuning starts from.",
             "Any ModalSeg package with torch weights (.safetensors) beside its .onnx graph.")
 
-        add(QgsProcessingParameterNumber(self.EPOCHS, "Epochs (maximum)", NUMBER_INTEGER, defaultValue=20,
-                                         minValue=1, maxValue=1000),
+        add(QgsProcessingParameterNumber(self.EPOCHS, "Epochs (maximum)", NUMBER_INTEGER,
+                                         defaultValue=DEFAULTS.epochs, minValue=1, maxValue=1000),
             "Passes over the training area; early stopping may end sooner.")
         add(QgsProcessingParameterNumber(self.TIME_BUDGET, "Time budget (minutes; 0 = none)", NUMBER_DOUBLE,
-                                         defaultValue=0.0, minValue=0.0),
+                                         defaultValue=DEFAULTS.minutes, minValue=0.0),
             "Stop after this much training time and keep the best epoch so far.")
-        add(QgsProcessingParameterNumber(self.LEARNING_RATE, "Learning rate", NUMBER_DOUBLE, defaultValue=0.001,
-                                         minValue=1e-6, maxValue=1.0),
+        add(QgsProcessingParameterNumber(self.LEARNING_RATE, "Learning rate", NUMBER_DOUBLE,
+                                         defaultValue=DEFAULTS.learning_rate, minValue=1e-6, maxValue=1.0),
             "Step size of the optimiser (AdamW, short warm-up, then decay).", advanced=True)
         add(QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (chips per step)", NUMBER_INTEGER,
-                                         defaultValue=8, minValue=1, maxValue=256),
+                                         defaultValue=DEFAULTS.batch_size, minValue=1, maxValue=256),
             "Lower it if memory runs out.", advanced=True)
-        add(QgsProcessingParameterNumber(self.CHIP_SIZE, "Chip size (pixels)", NUMBER_INTEGER, defaultValue=128,
-                                         minValue=32, maxValue=1024),
+        add(QgsProcessingParameterNumber(self.CHIP_SIZE, "Chip size (pixels)", NUMBER_INTEGER,
+                                         defaultValue=DEFAULTS.chip, minValue=32, maxValue=1024),
             "Side of the square training chips (rounded to the model's size multiple).", advanced=True)
         add(QgsProcessingParameterNumber(self.VAL_FRACTION, "Validation fraction (0-0.5)", NUMBER_DOUBLE,
-                                         defaultValue=0.2, minValue=0.0, maxValue=0.5),
+                                         defaultValue=DEFAULTS.val_fraction, minValue=0.0, maxValue=0.5),
             "Share of the labelled pixels held out in a separate strip to choose the best epoch; 0 = none.",
             advanced=True)
         add(QgsProcessingParameterNumber(self.PATIENCE, "Early stopping patience (epochs; 0 = off)", NUMBER_INTEGER,
-                                         defaultValue=4, minValue=0),
+                                         defaultValue=DEFAULTS.patience, minValue=0),
             "Stop when the validation mIoU has not improved for this many epochs.", advanced=True)
         add(QgsProcessingParameterEnum(self.DEVICE, "Device", labels(DEVICES), defaultValue=0),
             "Where training runs; a CUDA GPU is much faster.", advanced=True)
-        add(QgsProcessingParameterEnum(self.FREEZE, "Freeze", labels(FREEZE), defaultValue=0),
+        add(QgsProcessingParameterEnum(self.FREEZE, "Freeze", labels(FREEZE),
+                                       defaultValue=FREEZE_CHOICES.index(DEFAULTS.freeze)),
             "Layers kept as they are; freezing helps when labels are few.", advanced=True)
-        add(QgsProcessingParameterNumber(self.SEED, "Random seed", NUMBER_INTEGER, defaultValue=0, minValue=0),
+        add(QgsProcessingParameterNumber(self.SEED, "Random seed", NUMBER_INTEGER, defaultValue=DEFAULTS.seed,
+                                         minValue=0),
             "Same seed, same data and same machine give the same model.", advanced=True)
         add(QgsProcessingParameterString(self.NAME, "Name of the new model (empty = <base>-finetuned)",
                                          optional=True),
