@@ -25,7 +25,7 @@ from .base import is_set
 from .compat import NUMBER_INTEGER, WKT_PREFERRED_GDAL
 from .dependencies import missing_packages, missing_packages_message
 from .model_inputs import DEVICES, LayersAndModelAlgorithm, labels
-from .styling import output_styles, style_when_loaded
+from .styling import input_layer_name, output_styles, style_when_loaded
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -209,12 +209,13 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
 
         self._log_report(feedback, package.metadata, report)
         styles = output_styles((c.value, c.name, c.color) for c in package.metadata.classes)
+        input_name = input_layer_name(self, parameters, context, self.INPUT_LAYER_PARAMETERS)
         results: Dict[str, Any] = {}
         for name, path in ((self.OUTPUT, outputs.classes), (self.ROBUSTNESS, outputs.robustness),
                            (self.PROBABILITIES, outputs.probabilities), (self.CONFIDENCE, outputs.confidence)):
             results[name] = path
             if path:
-                style_when_loaded(context, path, styles[name])
+                style_when_loaded(context, path, styles[name], name, input_name)
         return results
 
     def _output_paths(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:

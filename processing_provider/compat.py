@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
+    QgsRasterBandStats,
     QgsWkbTypes,
 )
 
@@ -56,6 +57,9 @@ SOURCE_POLYGON = _first_available((Qgis, "ProcessingSourceType.VectorPolygon"),
 SOURCE_TABLE = _first_available((Qgis, "ProcessingSourceType.Vector"), (QgsProcessing, "TypeVector"))
 FIELD_ANY = _first_available((Qgis, "ProcessingFieldParameterDataType.Any"),
                              (QgsProcessingParameterField, "Any"))
+STATS_MIN = _first_available((Qgis, "RasterBandStatistic.Min"), (QgsRasterBandStats, "Min"))
+STATS_MAX = _first_available((Qgis, "RasterBandStatistic.Max"), (QgsRasterBandStats, "Max"))
+STATS_MEAN = _first_available((Qgis, "RasterBandStatistic.Mean"), (QgsRasterBandStats, "Mean"))
 FAST_INSERT = _first_available((QgsFeatureSink, "Flag.FastInsert"), (QgsFeatureSink, "FastInsert"))
 
 

@@ -2,14 +2,21 @@
 
 The classified GeoTIFF already carries a colour table and category names, so GDAL alone gives a
 palette; the renderer is still set explicitly so that every QGIS version shows the package's
-class names, and so that the overlays (robustness, confidence) get a ramp and transparency
-suited to being laid over the inputs.
+class names, and so that the overlays (robustness, confidence) get colours and transparency
+suited to being laid over the class map. The robustness layer shows every modality at once: an
+RGB composite of up to three modality shares (band descriptions name them in the legend), each
+stretched to the range the written file holds, since shares that vary little (0.14-0.25) would
+otherwise read as one flat tint. Loaded outputs are named after the input ("classes - ortho")
+and stacked in a fixed order: the class map at the bottom, the overlays above it.
 """
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsColorRampShader,
+    QgsContrastEnhancement,
+    QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
+    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
@@ -19,6 +26,9 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from .base import is_set
+from .compat import STATS_MAX, STATS_MEAN, STATS_MIN
+
 # (value, name, "#rrggbb"), as the model package lists its classes.
 ClassStyle = Tuple[int, str, str]
 
@@ -27,6 +37,12 @@ SHARE_RAMP = ((0.0, "#440154"), (0.25, "#3b528b"), (0.5, "#21918c"), (0.75, "#5e
 # Confidence: low confidence stands out in red, high confidence fades to pale grey.
 CONFIDENCE_RAMP = ((0.0, "#b2182b"), (0.5, "#f4a582"), (1.0, "#f7f7f7"))
 OVERLAY_OPACITY = 0.6
+COMPOSITE_BANDS = 3  # red, green, blue: the shares of the (up to) three main modalities
+STATS_SAMPLE_SIZE = 250000  # QGIS's own sample for estimated statistics: exact on small rasters, fast on big ones
+# Output kinds of ``segment``, bottom to top in the layer tree, and the name each loads under.
+LAYER_ORDER = ("OUTPUT", "PROBABILITIES", "CONFIDENCE", "ROBUSTNESS")
+LAYER_NAMES = {"OUTPUT": "classes", "PROBABILITIES": "probabilities", "CONFIDENCE": "confidence",
+               "ROBUSTNESS": "robustness"}
 
 
 def apply_classified_style(layer: QgsRasterLayer, classes: Iterable[ClassStyle]) -> None:
@@ -54,8 +70,53 @@ def _pseudocolor_renderer(layer: QgsRasterLayer, band: int, stops, minimum: floa
 
 
 def apply_share_style(layer: QgsRasterLayer, band: int = 1, opacity: float = OVERLAY_OPACITY) -> None:
-    """Semi-transparent 0..1 colour ramp on one band (robustness share or class probability)."""
+    """Semi-transparent 0..1 colour ramp on one band (a class probability)."""
     renderer = _pseudocolor_renderer(layer, band, SHARE_RAMP, 0.0, 1.0)
+    renderer.setOpacity(opacity)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def band_range(layer: QgsRasterLayer, band: int) -> Tuple[float, float, float]:
+    """(minimum, maximum, mean) of a band, from the file's statistics (nodata left out)."""
+    stats = layer.dataProvider().bandStatistics(band, STATS_MIN | STATS_MAX | STATS_MEAN, layer.extent(),
+                                                STATS_SAMPLE_SIZE)
+    return stats.minimumValue, stats.maximumValue, stats.mean
+
+
+def _stretch(layer: QgsRasterLayer, band: int, minimum: float, maximum: float) -> QgsContrastEnhancement:
+    enhancement = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+    enhancement.setContrastEnhancementAlgorithm(
+        QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+    enhancement.setMinimumValue(minimum)
+    enhancement.setMaximumValue(maximum)
+    return enhancement
+
+
+def _spread(minimum: float, maximum: float) -> Tuple[float, float]:
+    """A range a stretch can use: a constant share (one modality: 1 everywhere) keeps a width."""
+    if maximum > minimum:
+        return minimum, maximum
+    return minimum - 0.5, maximum + 0.5
+
+
+def apply_robustness_style(layer: QgsRasterLayer, opacity: float = OVERLAY_OPACITY) -> None:
+    """Every modality's share at once: red, green, blue = the shares of the three modalities with the
+    largest mean share (in band order), each stretched to its minimum and maximum in the file; a
+    single modality gets the share ramp over its range."""
+    ranges = {band: band_range(layer, band) for band in range(1, layer.bandCount() + 1)}
+    if len(ranges) == 1:
+        renderer = _pseudocolor_renderer(layer, 1, SHARE_RAMP, *_spread(*ranges[1][:2]))
+    else:
+        main = sorted(sorted(ranges, key=lambda band: -ranges[band][2])[:COMPOSITE_BANDS])
+        bands = main + [-1] * (COMPOSITE_BANDS - len(main))  # -1: that colour stays unused
+        renderer = QgsMultiBandColorRenderer(layer.dataProvider(), *bands)
+        # handed over one by one: each setter takes ownership of its enhancement
+        for band, set_enhancement in zip(bands, (renderer.setRedContrastEnhancement,
+                                                 renderer.setGreenContrastEnhancement,
+                                                 renderer.setBlueContrastEnhancement)):
+            if band > 0:
+                set_enhancement(_stretch(layer, band, *_spread(*ranges[band][:2])))
     renderer.setOpacity(opacity)
     layer.setRenderer(renderer)
     layer.triggerRepaint()
@@ -88,14 +149,41 @@ class StyleOnLoad(QgsProcessingLayerPostProcessorInterface):
 _KEEP_ALIVE: List[StyleOnLoad] = []
 
 
-def style_when_loaded(context: QgsProcessingContext, output_path: str,
-                      style: Callable[[QgsRasterLayer], None]) -> bool:
-    """Arrange for ``style`` to run when ``output_path`` is loaded on completion; False if it won't be."""
+def input_layer_name(algorithm: QgsProcessingAlgorithm, parameters: Dict[str, Any], context: QgsProcessingContext,
+                     layer_parameters: Sequence[str]) -> str:
+    """Name of the first given input layer (the reference layer of the output grid); empty if none."""
+    for name in layer_parameters:
+        if is_set(parameters, name):
+            layer = algorithm.parameterAsRasterLayer(parameters, name, context)
+            if layer is not None:
+                return layer.name()
+    return ""
+
+
+def output_layer_name(kind: str, input_name: str) -> str:
+    """``classes - ortho_2024``: repeated runs on other inputs can be told apart in the layer tree."""
+    base = LAYER_NAMES.get(kind, kind.lower())
+    return f"{base} - {input_name}" if input_name else base
+
+
+def style_when_loaded(context: QgsProcessingContext, output_path: str, style: Callable[[QgsRasterLayer], None],
+                      kind: Optional[str] = None, input_name: str = "") -> bool:
+    """Arrange for ``style`` to run when ``output_path`` is loaded on completion; False if it won't be.
+
+    With the output ``kind``, the layer is also named after the input and given its place in
+    ``LAYER_ORDER`` (Processing adds layers in ascending sort key, each above the previous one)."""
     if not output_path or not context.willLoadLayerOnCompletion(output_path):
         return False
     post_processor = StyleOnLoad(style)
     _KEEP_ALIVE.append(post_processor)
-    context.layerToLoadOnCompletionDetails(output_path).setPostProcessor(post_processor)
+    details = context.layerToLoadOnCompletionDetails(output_path)
+    details.setPostProcessor(post_processor)
+    if kind is not None:
+        details.name = output_layer_name(kind, input_name)
+        if hasattr(details, "forceName"):  # QGIS 3.32+: even with "use file name as layer name"
+            details.forceName = True
+        if kind in LAYER_ORDER and hasattr(details, "layerSortKey"):  # QGIS 3.32+
+            details.layerSortKey = 1 + LAYER_ORDER.index(kind)  # 0 means "unsorted"
     return True
 
 
@@ -104,7 +192,7 @@ def output_styles(classes: Iterable[ClassStyle]) -> Dict[str, Callable[[QgsRaste
     class_list = list(classes)
     return {
         "OUTPUT": lambda layer: apply_classified_style(layer, class_list),
-        "ROBUSTNESS": lambda layer: apply_share_style(layer, 1),
+        "ROBUSTNESS": apply_robustness_style,
         "PROBABILITIES": lambda layer: apply_share_style(layer, 1),
         "CONFIDENCE": apply_confidence_style,
     }

@@ -116,7 +116,7 @@ def test_outputs_are_styled_when_loaded(qgis_app, demo, model_package, package_m
         assert labels == {c.value: c.name for c in package_metadata.classes}
         colours = {int(c.value): c.color.name() for c in classified.renderer().classes()}
         assert colours == {c.value: c.color.lower() for c in package_metadata.classes}
-        for name in ("ROBUSTNESS", "CONFIDENCE", "PROBABILITIES"):
+        for name in ("CONFIDENCE", "PROBABILITIES"):  # the robustness composite: tests/plugin/test_styling.py
             overlay = by_source[Path(results[name]).name]
             assert overlay.renderer().type() == "singlebandpseudocolor", name
             assert overlay.renderer().opacity() == pytest.approx(OVERLAY_OPACITY), name
