@@ -210,10 +210,16 @@ def run_subprocess(arguments: List[str], env: Dict[str, str], on_line: Callable[
 
 
 class PipProgress:
-    """Turns pip's log lines into progress text and a fraction within [start, end]."""
+    """Turns pip's log lines into progress text and a fraction within [start, end].
 
-    def __init__(self, progress: Progress, log: Log, start: float, end: float, expected: int) -> None:
+    Each line reaches the user once: a line that becomes progress text is not also logged,
+    because Processing (its dialog and qgis_process) already writes every progress text into
+    the log. ``record`` (when given) still sees every line, for error reports."""
+
+    def __init__(self, progress: Progress, log: Log, start: float, end: float, expected: int,
+                 record: Optional[Callable[[str], None]] = None) -> None:
         self.progress, self.log, self.start, self.end = progress, log, start, end
+        self.record = record or (lambda text: None)
         self.expected = max(1, expected)
         self.steps = 0
         self.errors: List[str] = []
@@ -222,7 +228,7 @@ class PipProgress:
         text = line.strip()
         if not text:
             return
-        self.log(text)
+        self.record(text)
         message = None
         match = re.match(r"^(Collecting|Downloading|Using cached|Processing|Obtaining)\s+(\S+)(.*)$", text)
         if match:
@@ -239,6 +245,8 @@ class PipProgress:
             # Two lines per package (collect + download) is typical; never reach the end early.
             fraction = min(0.95, self.steps / (2.0 * self.expected))
             self.progress(self.start + (self.end - self.start) * fraction, message)
+        else:
+            self.log(text)
 
 
 def pip_version(python: str, env: Dict[str, str], runner: Runner) -> Tuple[int, ...]:
@@ -370,14 +378,13 @@ def install(plan: InstallPlan, folder: "str | os.PathLike", python: Optional[str
         def keep_tail(line: str) -> None:
             tail.append(line)
             del tail[:-40]
-            log(line)
 
         if use_report:
             report_file = staging / "report.json"
             arguments = [python, "-m", "pip", "install", "--dry-run", "--report", str(report_file),
                          "--constraint", str(constraints), *PIP_QUIET_OPTIONS, *index, *plan.requirements]
             result.pip_commands.append(arguments)
-            watcher = PipProgress(progress, keep_tail, 0.02, 0.3, len(plan.requirements) * 3)
+            watcher = PipProgress(progress, log, 0.02, 0.3, len(plan.requirements) * 3, record=keep_tail)
             code = runner(arguments, env, watcher, is_cancelled)
             if code != 0 and any("externally-managed" in line for line in tail):
                 use_report = False  # pip 23.0.0 applies PEP 668 to dry runs too: install the other way
@@ -399,7 +406,7 @@ def install(plan: InstallPlan, folder: "str | os.PathLike", python: Optional[str
             result.nothing_to_do = True
         else:
             result.pip_commands.append(arguments)
-            watcher = PipProgress(progress, keep_tail, 0.3, 0.9, len(wanted))
+            watcher = PipProgress(progress, log, 0.3, 0.9, len(wanted), record=keep_tail)
             code = runner(arguments, env, watcher, is_cancelled)
             if code != 0:
                 raise _failure("Installing the packages", code, watcher, tail)

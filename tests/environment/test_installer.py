@@ -225,7 +225,20 @@ def test_progress_lines():
     assert texts[1] == "Downloading onnxruntime-1.20.1-cp311.whl (13.3 MB)"
     assert texts[2] == "Installing onnxruntime"
     assert all(0.3 <= f <= 0.9 for f, _ in seen) and watcher.errors == ["ERROR: boom"]
-    assert len(logged) == 5
+    # each line reaches the user once: as progress text (Processing logs it) or as a log line
+    assert logged == ["Requirement already satisfied: numpy", "ERROR: boom"]
+
+
+def test_every_pip_line_of_an_install_reaches_the_user_once(folder):
+    pip = FakePip()
+    logged: List[str] = []
+    texts: List[str] = []
+    install(plan_for(), folder, python="/usr/bin/python3", runner=pip, base=BASE, log=logged.append,
+            progress=lambda fraction, text: texts.append(text))
+    shown = logged + texts  # what a Processing dialog shows: log lines and progress texts
+    for needle in ("flatbuffers-25.1.0-py3-none-any.whl", "onnxruntime-1.20.1-py3-none-any.whl",
+                   "Successfully installed"):
+        assert sum(needle in line for line in shown) == 1, (needle, shown)
 
 
 def test_windows_refuses_to_replace_a_loaded_module(folder, monkeypatch):
