@@ -49,10 +49,11 @@ class InstallPlan:
         return [python, "-m", "pip", "install", "--target", target, "--constraint", constraints,
                 *self.index_arguments(), *self.requirements]
 
-    def manual_command(self, python: str, target: str, platform: str = sys.platform) -> str:
-        """The same command for a user to paste in a terminal (after writing the constraints file:
+    def manual_command(self, python: str, target: str, platform: str = sys.platform,
+                       constraints: str = "constraints.txt") -> str:
+        """The same command for a user to paste in a terminal (once the constraints file exists:
         numpy and every package QGIS's Python has, pinned ``name==version``)."""
-        arguments = self.pip_install_arguments(python, target, "constraints.txt")
+        arguments = self.pip_install_arguments(python, target, constraints)
         if platform == "win32":
             return subprocess.list2cmdline(arguments)
         return " ".join(shlex.quote(a) for a in arguments)

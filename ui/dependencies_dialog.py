@@ -4,33 +4,50 @@ The dialog shows which optional packages this QGIS can use and where they come f
 the ``modalseg:install_dependencies`` Processing dialog (progress, log, cancel) to install or
 remove them; it installs nothing itself.
 """
+from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import (QAction, QApplication, QDialog, QDialogButtonBox, QLabel, QPushButton,
                                  QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..environment.installer import base_distributions, constraints_text, freed_names
 from ..environment.pins import COMPONENTS, PROFILES, usable_version
-from ..environment.plan import make_plan
+from ..environment.plan import InstallPlan, make_plan
 from ..environment.probes import find_python
 from ..processing_provider.algorithm_install_dependencies import ACTIONS, PROFILE_KEYS
 from ..processing_provider.dependencies import INSTALL_ALGORITHM_ID, local_packages_folder
 from .diagnostics_dialog import DiagnosticsDialog, run_dialog
 
 MENU_NAME = "&ModalSeg"
+CONSTRAINTS_FILE_NAME = "pip-constraints.txt"  # beside the packages folder, for the copied pip command
 
 
-def open_install_algorithm(parameters: Optional[dict] = None) -> None:
-    """The Processing dialog of the installer, with some parameters preset."""
-    import processing  # QGIS's Processing plugin; only there in the GUI
+def open_install_algorithm(parameters: Optional[dict] = None, parent: Optional[QWidget] = None) -> None:
+    """The Processing dialog of the installer, with some parameters preset, as a child window of
+    ``parent`` so that it opens above the (modal) dependencies dialog, not behind it."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog  # QGIS's Processing plugin
 
-    processing.execAlgorithmDialog(INSTALL_ALGORITHM_ID, parameters or {})
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(INSTALL_ALGORITHM_ID)
+    dialog = AlgorithmDialog(algorithm, parent=parent)
+    dialog.setParameters(parameters or {})
+    dialog.exec()
+
+
+def manual_install_command(plan: InstallPlan, python: str, folder: Path) -> str:
+    """The pip command of ``plan`` as a user can paste it: the constraints file it names (numpy and
+    every package QGIS's Python has, pinned) is written now, beside the packages folder."""
+    constraints = folder.parent / CONSTRAINTS_FILE_NAME
+    constraints.parent.mkdir(parents=True, exist_ok=True)
+    constraints.write_text(constraints_text(base_distributions(exclude=folder), freed_names(plan)), encoding="utf-8")
+    return plan.manual_command(python, str(folder), constraints=str(constraints))
 
 
 class DependenciesDialog(QDialog):
     """Status of each optional package, with buttons that run the installer."""
 
     def __init__(self, parent: Optional[QWidget] = None,
-                 open_algorithm: Callable[[dict], None] = open_install_algorithm) -> None:
+                 open_algorithm: Callable[[dict, QWidget], None] = open_install_algorithm) -> None:
         super().__init__(parent)
         self.open_algorithm = open_algorithm
         self.setWindowTitle("ModalSeg dependencies")
@@ -73,21 +90,27 @@ class DependenciesDialog(QDialog):
                                   f"QGIS's own packages (numpy...) are never changed.")
 
     def _run(self, parameters: dict) -> None:
-        self.open_algorithm(parameters)
+        self.open_algorithm(parameters, self)
         self.refresh()  # the Processing dialog is modal: the table shows the new state
 
-    def copy(self) -> None:
-        """The pip command for this machine, for users who prefer a terminal."""
-        plan = make_plan("inference")
-        try:
-            python = find_python()
-        except FileNotFoundError:
-            python = "python3"
-        text = plan.manual_command(python, str(local_packages_folder())) if not plan.empty else \
-            "# nothing to install: every package for running models is already usable"
+    def copy(self, plan: Optional[InstallPlan] = None) -> str:
+        """The pip command for this machine (default: what running models needs), for users who prefer
+        a terminal; it works as pasted. Returns the copied text."""
+        plan = plan or make_plan("inference")
+        if plan.empty:
+            text = "# nothing to install: every package for running models is already usable"
+            self.status.setText("Nothing to install: every package for running models is already usable.")
+        else:
+            try:
+                python = find_python()
+            except FileNotFoundError:
+                python = "python3"
+            folder = local_packages_folder()
+            text = manual_install_command(plan, python, folder)
+            self.status.setText(f"Copied: paste it into a terminal. It keeps QGIS's own packages as they are "
+                                f"through {folder.parent / CONSTRAINTS_FILE_NAME}, written just now.")
         QApplication.clipboard().setText(text)
-        self.status.setText("Copied. Write the constraints file it names first (numpy and the packages QGIS "
-                            "has, pinned), or simply use the Install button.")
+        return text
 
 
 def add_menu_actions(iface: Any, parent: Any) -> List[QAction]:

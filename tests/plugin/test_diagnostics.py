@@ -50,7 +50,7 @@ assert QApplication.clipboard().text() == report.to_text(), "clipboard"
 assert "ONNX Runtime" in dialog.browser.toPlainText()
 
 opened = []
-deps = DependenciesDialog(open_algorithm=opened.append)
+deps = DependenciesDialog(open_algorithm=lambda parameters, parent: opened.append(parameters))
 deps.install_training.click()
 deps.remove.click()
 assert opened == [{"PROFILE": 1}, {"ACTION": 1}], opened
