@@ -42,7 +42,12 @@ DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 # Top-level entries of the checkout that never go into the plugin zip.
 ZIP_EXCLUDED_TOP = {".git", ".ci", ".venv", ".github", ".gitignore", ".pytest_cache", "tests", "benchmarks",
                     "build", "dist", "out", "build.py", "shared", "pytest.ini", "tox.ini", "setup.cfg", "conftest.py",
-                    ".pre-commit-config.yaml", ".editorconfig", ".flake8", "mypy.ini"}
+                    ".pre-commit-config.yaml", ".editorconfig", ".flake8", "mypy.ini", "scripts", "docs",
+                    "README.md"}
+# The checkout's README is for developers (build.py, ../shared, tests); users get this one as README.md.
+USER_README = Path("resources") / "USER_README.md"
+ZIP_README = "README.md"
+DEVELOPER_README_MARKS = ("build.py", "../shared", "pytest")
 ZIP_EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints"}
 ZIP_EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".aux.xml", ".tmp.tif", ".orig", ".rej", ".swp")
 # Fields plugins.qgis.org rejects an upload without, and those this project always fills.
@@ -297,6 +302,16 @@ def candidate_files() -> List[Path]:
     return [p for p in ROOT.rglob("*") if p.is_file()]
 
 
+def name_in_zip(relative: Path) -> str:
+    """Where a checkout file goes inside the plugin folder of the zip (the user README is renamed)."""
+    return ZIP_README if relative == USER_README else relative.as_posix()
+
+
+def checkout_path(name_in_plugin: Path) -> Path:
+    """The checkout file a zip entry comes from (the inverse of ``name_in_zip``)."""
+    return USER_README if name_in_plugin == Path(ZIP_README) else name_in_plugin
+
+
 def include_in_zip(relative: Path) -> bool:
     parts = relative.parts
     if not parts or parts[0] in ZIP_EXCLUDED_TOP:
@@ -314,7 +329,7 @@ def build_zip() -> Path:
                     if p.is_file() and not p.is_symlink() and include_in_zip(p.relative_to(ROOT))})
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
-            archive.write(path, f"{PACKAGE_NAME}/{path.relative_to(ROOT).as_posix()}")
+            archive.write(path, f"{PACKAGE_NAME}/{name_in_zip(path.relative_to(ROOT))}")
     say(f"wrote {target} ({len(files)} files, {target.stat().st_size / 1e6:.2f} MB)")
     return target
 
@@ -332,8 +347,13 @@ def zip_problems(zip_path: Path) -> List[str]:
                 problems.append(f"{required} is missing from the zip")
         for name in names:
             relative = Path(name).relative_to(PACKAGE_NAME) if name.startswith(PACKAGE_NAME + "/") else Path(name)
-            if not include_in_zip(relative):
+            if not include_in_zip(checkout_path(relative)):
                 problems.append(f"{name} must not be in the zip")
+        readme = f"{PACKAGE_NAME}/{ZIP_README}"
+        if readme not in names:
+            problems.append(f"{ZIP_README} (the user README, from {USER_README.as_posix()}) is missing from the zip")
+        elif any(mark in archive.read(readme).decode("utf-8", "replace") for mark in DEVELOPER_README_MARKS):
+            problems.append(f"{ZIP_README} in the zip is the developer README; ship {USER_README.as_posix()}")
         if f"{PACKAGE_NAME}/metadata.txt" in names:
             metadata = read_metadata(archive.read(f"{PACKAGE_NAME}/metadata.txt").decode("utf-8"))
             for key in REQUIRED_METADATA + PROJECT_METADATA:
