@@ -73,7 +73,9 @@ class TilePipeline:
         for block in blocks:
             for count in self.run_block(block, sink):
                 done += count
-                progress(done / total, f"tile {done}/{total}")
+                # Counted in the plan's tiles, as announced: halo tiles recomputed at block edges
+                # are work, not more tiles for the user.
+                progress(done / total, f"tile {round(done * self.plan.count / total)}/{self.plan.count}")
 
     def run_block(self, block: Block, sink) -> Iterator[int]:
         """Run one block; yields the number of tiles finished after each batch.

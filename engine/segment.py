@@ -207,6 +207,7 @@ def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink:
                                    tuple(range(1, len(meta.classes) + 1)), grid, "bilinear")
         robustness = (BandReader(coarse.writers["robustness"].close_for_reading(), tuple(range(1, len(used) + 1)),
                                  grid, "bilinear") if "robustness" in coarse.writers else None)
+        progress(0.9, "resampling to the output grid")  # said once; the strips only move the bar
         for y in range(0, grid.height, rows_per_strip):
             if pipeline.is_cancelled():
                 raise Cancelled("cancelled by the user")
@@ -220,7 +221,7 @@ def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink:
                 full_robustness = np.zeros((len(meta.modalities), h, grid.width), np.float32)
                 full_robustness[sink.used_index] = r
             sink.write(FinishedRows(y, p, full_robustness, valid.astype(np.float32)))
-            progress(0.9 + 0.1 * (y + h) / grid.height, "resampling to the output grid")
+            progress(0.9 + 0.1 * (y + h) / grid.height, "")
         probabilities.close()
         if robustness is not None:
             robustness.close()
