@@ -107,3 +107,18 @@ def test_a_single_modality_gets_the_share_ramp_with_a_usable_range(qgis_app, dem
     assert renderer.type() == "singlebandpseudocolor"
     assert renderer.classificationMin() < 1.0 < renderer.classificationMax()
     del renderer, layer
+
+
+def test_the_robustness_style_file_shows_two_modalities_at_once(qgis_app, demo, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    from tests.plugin.helpers import REPO_ROOT
+
+    shares = np.stack([np.full((125, 200), 0.3, np.float32), np.full((125, 200), 0.7, np.float32)])
+    layer = QgsRasterLayer(write_like(demo["rgb"], tmp_path / "shares.tif", shares, None), "shares")
+    message, ok = layer.loadNamedStyle(str(REPO_ROOT / "resources" / "styles" / "robustness.qml"))
+    assert ok, message
+    renderer = layer.renderer()
+    summary = (renderer.type(), renderer.redBand(), renderer.greenBand(), renderer.blueBand(), renderer.opacity())
+    del renderer, layer
+    assert summary == ("multibandcolor", 1, 2, -1, pytest.approx(0.6))
