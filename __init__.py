@@ -13,6 +13,6 @@ def classFactory(iface):  # noqa: N802 - name fixed by the QGIS plugin contract
     from .processing_provider.dependencies import activate_local_packages
 
     activate_local_packages()
-    from .processing_provider.plugin import ModalSegPlugin
+    from .plugin import ModalSegPlugin
 
     return ModalSegPlugin(iface)

@@ -5,14 +5,41 @@ Public API (everything a caller needs)::
     from modalseg.engine import (LayerInput, bind_modalities, GridRequest, OutputPaths, RunOptions,
                                  run_segmentation, load_package, list_packages, EngineError, PackageError,
                                  Cancelled)
-"""
-from .binding import LayerInput, Source, bind_modalities
-from .errors import Cancelled, EngineError
-from .grid import Grid, GridRequest
-from .package import ModelPackage, PackageError, PackageMetadata, list_packages, load_package
-from .outputs import OutputPaths
-from .segment import RunOptions, RunReport, run_segmentation
 
-__all__ = ["Cancelled", "EngineError", "Grid", "GridRequest", "LayerInput", "ModelPackage", "OutputPaths",
-           "PackageError", "PackageMetadata", "RunOptions", "RunReport", "Source", "bind_modalities",
-           "list_packages", "load_package", "run_segmentation"]
+Importing the package itself loads nothing: each name comes from its module on first use
+(PEP 562). The plugin builds its Processing parameters from ``engine.vocabulary`` at load time,
+and that must work where numpy or GDAL's bindings are broken, so the problem is reported when an
+algorithm runs instead of the plugin failing to load.
+"""
+from importlib import import_module
+from typing import Any, List
+
+# The modules of this package and the public names each defines.
+_EXPORTS = {
+    "binding": ("LayerInput", "Source", "bind_modalities"),
+    "errors": ("Cancelled", "EngineError"),
+    "grid": ("Grid", "GridRequest"),
+    "outputs": ("OutputPaths"),
+    "package": ("ModelPackage", "PackageError", "PackageMetadata", "list_packages", "load_package"),
+    "segment": ("RunOptions", "RunReport", "run_segmentation"),
+}
+_PUBLIC = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:  # a submodule not imported yet, e.g. ``engine.package`` after ``from .. import engine``
+        try:
+            return import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

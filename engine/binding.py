@@ -7,10 +7,10 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 from .errors import EngineError
 from .grid import open_raster
 from .package import ModalitySpec, PackageMetadata
+from .vocabulary import ELEVATION_TYPES, check_key
 
 # Roles are what the analyst provides; kinds are what a network consumes.
 ROLES = ("optical", "elevation", "dtm", "sar", "nir")
-ELEVATION_TYPES = ("auto", "dsm", "ndsm")
 _ROLE_OF_KIND = {"optical": "optical", "nir": "nir", "sar": "sar", "dsm": "elevation", "ndsm": "elevation",
                  "dtm": "dtm"}
 
@@ -67,8 +67,7 @@ def _choose_bands(spec: ModalitySpec, role: str, layer: LayerInput) -> Tuple[int
 def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[LayerInput],
                       bands: Tuple[int, ...]) -> Source:
     kind = layer.elevation_type
-    if kind not in ELEVATION_TYPES:
-        raise EngineError(f"elevation type must be one of {', '.join(ELEVATION_TYPES)}, not '{kind}'")
+    check_key(ELEVATION_TYPES, kind, "elevation type")
     if kind == "auto":
         kind = "dsm" if dtm is not None else "ndsm"
     if spec.kind == "ndsm" and kind == "dsm":

@@ -1,21 +1,22 @@
 """Runtimes that turn a batch of normalised tiles into class probabilities and robustness maps.
 
 ONNX Runtime (CUDA execution provider when present and working, else CPU) needs only the
-``.onnx`` graph; the torch runtime rebuilds the network from the package's weights. Both are
-imported lazily so the plugin loads without them.
+``.onnx`` graph; the torch runtime runs the network rebuilt from the package's weights by a
+``NetworkLoader`` the caller passes in (``models.networks.registry.load_network``: the engine does
+not import ``models``). Both runtimes are imported lazily so the plugin loads without them.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from .errors import EngineError
 from .package import LOGITS_OUTPUT, ROBUSTNESS_OUTPUT, ModelPackage
+from .vocabulary import DEVICES, RUNTIMES, check_key
 
-DEVICES = ("auto", "cpu", "cuda")
-RUNTIMES = ("onnx", "torch")
+NetworkLoader = Callable[[ModelPackage], Any]  # package -> torch module (its weights loaded)
 Outputs = Tuple[np.ndarray, Optional[np.ndarray]]  # logits B x N x H x W, robustness B x K x H x W
 
 
@@ -90,16 +91,15 @@ class OnnxRunner:
 
 
 class TorchRunner:
-    """Runs the package's torch weights (same graph as the ONNX file, rebuilt from its metadata)."""
+    """Runs the package's torch weights (same graph as the ONNX file, rebuilt by ``load_network``)."""
 
-    def __init__(self, package: ModelPackage, device: str = "auto", threads: Optional[int] = None):
+    def __init__(self, package: ModelPackage, load_network: NetworkLoader, device: str = "auto",
+                 threads: Optional[int] = None):
         try:
             import torch
         except ImportError:
             raise EngineError("the torch runtime needs PyTorch, which is not installed; "
                               "choose the ONNX runtime or install torch") from None
-        from ..models.networks.registry import load_network  # lazy: pulls torch
-
         self._torch = torch
         self.package = package
         if device == "cuda" and not torch.cuda.is_available():
@@ -141,15 +141,19 @@ class TorchRunner:
                     None if robustness is None else robustness.float().cpu().numpy())
 
 
-def make_runner(package: ModelPackage, runtime: str = "onnx", device: str = "auto", threads: Optional[int] = None):
-    if runtime not in RUNTIMES:
-        raise EngineError(f"runtime must be one of {', '.join(RUNTIMES)}")
-    if device not in DEVICES:
-        raise EngineError(f"device must be one of {', '.join(DEVICES)}")
+def make_runner(package: ModelPackage, runtime: str = "onnx", device: str = "auto", threads: Optional[int] = None,
+                network_loader: Optional[NetworkLoader] = None):
+    """The runner for ``runtime`` (a key of ``RUNTIMES``) on ``device`` (a key of ``DEVICES``);
+    the torch runtime needs ``network_loader``."""
+    check_key(RUNTIMES, runtime, "runtime")
+    check_key(DEVICES, device, "device")
     if runtime == "torch":
         if package.weights_path is None:
             raise EngineError(f"model '{package.metadata.name}' has no torch weights; use the ONNX runtime")
-        return TorchRunner(package, device, threads)
+        if network_loader is None:
+            raise EngineError("the torch runtime needs the network loader of ModalSeg's models "
+                              "(models.networks.registry.load_network); the caller passes it in")
+        return TorchRunner(package, network_loader, device, threads)
     return OnnxRunner(package, device, threads)
 
 

@@ -18,10 +18,10 @@ from .outputs import OutputPaths, OutputSet
 from .package import ModelPackage, PackageMetadata
 from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
-from .runtime import make_runner
+from .runtime import NetworkLoader, make_runner
 from .tiling import plan_tiles
 
-__all__ = ["OutputPaths", "RunOptions", "RunReport", "run_segmentation"]
+__all__ = ["RunOptions", "RunReport", "run_segmentation"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ class RunOptions:
     tile_size: Optional[int] = None  # pixels; None = the package's
     overlap: Optional[int] = None  # pixels; None = the package's
     batch_size: int = 4
-    device: str = "auto"
-    runtime: str = "onnx"
-    blend: str = "hann"
+    device: str = "auto"  # a key of vocabulary.DEVICES
+    runtime: str = "onnx"  # a key of vocabulary.RUNTIMES
+    blend: str = "hann"  # a key of vocabulary.BLEND_WINDOWS
     min_mapping_unit: int = 0  # pixels; 0 = off
     smoothing_radius: int = 0  # pixels of the majority filter's disk; 0 = off
     threads: Optional[int] = None
@@ -40,6 +40,9 @@ class RunOptions:
     # for one extra tile column per block border. 0 = never split.
     max_block_width: int = 4096
     cloud_optimized: bool = False  # rewrite the outputs as COGs with overviews at the end
+    # Rebuilds the torch network of a package (models.networks.registry.load_network); needed by
+    # the torch runtime only, and passed in because the engine does not import models.
+    network_loader: Optional[NetworkLoader] = None
 
 
 @dataclass
@@ -136,7 +139,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         stats = layer_statistics(readers, meta)
         plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(meta, options, log),
                           meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)
-        runner = make_runner(package, options.runtime, options.device, options.threads)
+        runner = make_runner(package, options.runtime, options.device, options.threads, options.network_loader)
         log(f"running on {runner.device}; {plan.count} tiles of {plan.tile_width} x {plan.tile_height} px, "
             f"overlap {plan.overlap} px, blend '{options.blend}', batch {options.batch_size}")
         presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)

@@ -15,9 +15,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from .errors import EngineError
-
-BLEND_WINDOWS = ("hann", "linear", "none", "crop")
+from .vocabulary import BLEND_WINDOWS, check_key
 
 
 def _starts(length: int, tile: int, stride: int) -> List[int]:
@@ -109,8 +107,7 @@ def blend_window(plan: TilePlan, tile: Tile, kind: str) -> np.ndarray:
     """Weights of one tile: tapered only on sides that have a neighbour, so raster borders keep full
     weight and every pixel has a positive total weight. ``hann``/``linear`` taper over the overlap,
     ``none`` averages overlaps evenly, ``crop`` keeps only the tile centre (hard seams; comparison only)."""
-    if kind not in BLEND_WINDOWS:
-        raise EngineError(f"blend window must be one of {', '.join(BLEND_WINDOWS)}")
+    check_key(BLEND_WINDOWS, kind, "blend window")
     return _window(plan.tile_width, plan.tile_height, plan.overlap, kind, tile.column > 0,
                    tile.column < len(plan.xs) - 1, tile.row > 0, tile.row < len(plan.ys) - 1)
 

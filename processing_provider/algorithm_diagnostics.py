@@ -18,8 +18,7 @@ from qgis.core import (
 from ..environment.diagnostics import DiagnosticsReport, collect_report
 from .base import ModalSegAlgorithm
 from .dependencies import local_packages_folder, qgis_profile_folder
-from .model_inputs import BUNDLED_MODELS_DIR
-from .provider import PLUGIN_ROOT
+from .paths import BUNDLED_MODELS_DIR, PLUGIN_ROOT
 
 
 

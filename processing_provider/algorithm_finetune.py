@@ -26,7 +26,8 @@ from .base import gdal_raster_path, is_set, log_warning, ogr_vector_path
 from .compat import FIELD_ANY, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON
 from .dependencies import missing_packages, missing_packages_message
 from ..models.finetune import FREEZE_CHOICES, FinetuneOptions
-from .model_inputs import DEVICES, LayersAndModelAlgorithm, labels
+from ..engine.vocabulary import DEVICES, key_at, labels
+from .model_inputs import LayersAndModelAlgorithm
 
 # The choices are the fine-tuning's (models.finetune); only their wording for analysts is here.
 FREEZE_LABELS = {
@@ -205,7 +206,7 @@ class FinetuneAlgorithm(LayersAndModelAlgorithm):
             chip=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             patience=self.parameterAsInt(parameters, self.PATIENCE, context),
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
+            device=key_at(DEVICES, self.parameterAsEnum(parameters, self.DEVICE, context)),
             freeze=FREEZE[self.parameterAsEnum(parameters, self.FREEZE, context)][0],
             seed=self.parameterAsInt(parameters, self.SEED, context),
             name=self.parameterAsString(parameters, self.NAME, context).strip() or None)

@@ -5,7 +5,7 @@ This module is a thin adapter: it reads parameters, hands layers, grid, outputs 
 to modalities, alignment, tiling, inference and writing all happen in the engine.
 """
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
@@ -21,24 +21,14 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
+from ..engine.vocabulary import BLEND_WINDOWS, DEVICES, RUNTIMES, key_at, labels
 from .base import is_set
 from .compat import NUMBER_INTEGER, WKT_PREFERRED_GDAL
 from .dependencies import missing_packages, missing_packages_message
-from .model_inputs import DEVICES, LayersAndModelAlgorithm, labels
+from .model_inputs import LayersAndModelAlgorithm
 from .styling import input_layer_name, output_styles, style_when_loaded
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
-
-# Enum parameters store an index; these tuples map it to the engine's vocabulary.
-BLEND_WINDOWS: Tuple[Tuple[str, str], ...] = (
-    ("hann", "Hann window (smooth, recommended)"),
-    ("linear", "Linear ramp towards tile edges"),
-    ("none", "None (uniform weights: plain average of overlapping tiles)"),
-)
-RUNTIMES: Tuple[Tuple[str, str], ...] = (
-    ("onnx", "ONNX Runtime (needs onnxruntime)"),
-    ("torch", "PyTorch (needs torch and the package's torch weights)"),
-)
 
 
 class SegmentAlgorithm(LayersAndModelAlgorithm):
@@ -163,7 +153,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: Optional[QgsProcessingFeedback]) -> Dict[str, Any]:
         feedback = feedback or QgsProcessingFeedback()
-        runtime = RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)][0]
+        runtime = key_at(RUNTIMES, self.parameterAsEnum(parameters, self.RUNTIME, context))
         needed = ["numpy", "onnxruntime"] + (["torch"] if runtime == "torch" else [])
         missing = missing_packages(needed)
         if missing:
@@ -251,13 +241,19 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
                      runtime: str) -> Any:
         tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        network_loader = None
+        if runtime == "torch":  # the engine does not import models: the adapter hands it the network loader
+            from ..models.networks.registry import load_network  # lazy: pulls torch
+
+            network_loader = load_network
         return engine.RunOptions(
             tile_size=tile_size if tile_size > 0 else None,
             overlap=overlap if overlap >= 0 else None,
             batch_size=max(1, self.parameterAsInt(parameters, self.BATCH_SIZE, context)),
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
+            device=key_at(DEVICES, self.parameterAsEnum(parameters, self.DEVICE, context)),
             runtime=runtime,
-            blend=BLEND_WINDOWS[self.parameterAsEnum(parameters, self.BLEND, context)][0],
+            network_loader=network_loader,
+            blend=key_at(BLEND_WINDOWS, self.parameterAsEnum(parameters, self.BLEND, context)),
             min_mapping_unit=self.parameterAsInt(parameters, self.MIN_MAPPING_UNIT, context),
             smoothing_radius=self.parameterAsInt(parameters, self.SMOOTHING, context),
             cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context))

@@ -12,7 +12,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from .compat import mark_advanced, set_help
-from .provider import ICON_PATH
+from .paths import ICON_PATH
 
 HELP_URL = "https://github.com/modalseg/modalseg#readme"
 

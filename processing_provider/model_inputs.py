@@ -2,7 +2,7 @@
 one raster per modality role with its bands, and the model package (bundled list or file)."""
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from qgis.core import (
     QgsProcessingContext,
@@ -14,10 +14,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..engine.vocabulary import ELEVATION_TYPES, key_at, labels
 from .base import ModalSegAlgorithm, gdal_raster_path, is_set, log_warning
-from .provider import PLUGIN_ROOT
+from .paths import BUNDLED_MODELS_DIR
 
-BUNDLED_MODELS_DIR = PLUGIN_ROOT / "resources" / "models"
 NO_BUNDLED_MODEL = "(no bundled model found: choose a model file below)"
 # First in the list, hence the default: the any-modality network with robustness maps, which also
 # scores best on the elevation-only towns (benchmarks/accuracy).
@@ -25,22 +25,6 @@ DEFAULT_BUNDLED_MODEL = "modalseg-sgma-urban"
 WARNING_PREFIX = "Warning: "  # how engine log lines mark a warning
 NO_LAYER_MESSAGE = ("Give at least one input layer (optical, elevation, SAR or NIR); "
                     "the model decides which of them it uses.")
-
-# Enum parameters store an index; these tuples map it to the engine's vocabulary.
-ELEVATION_TYPES: Tuple[Tuple[str, str], ...] = (
-    ("auto", "Auto: a DSM when a DTM is given below, else an nDSM"),
-    ("dsm", "DSM - surface heights above sea level (m)"),
-    ("ndsm", "nDSM - heights above ground (m)"),
-)
-DEVICES: Tuple[Tuple[str, str], ...] = (
-    ("auto", "Auto (CUDA GPU when available, else CPU)"),
-    ("cpu", "CPU"),
-    ("cuda", "CUDA GPU"),
-)
-
-
-def labels(choices: Sequence[Tuple[str, str]]) -> List[str]:
-    return [label for _, label in choices]
 
 
 class LayersAndModelAlgorithm(ModalSegAlgorithm):
@@ -162,7 +146,7 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
 
     def layer_inputs(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Dict[str, Any]:
         """The given layers by engine role, as ``engine.LayerInput`` (file, bands, elevation type)."""
-        elevation_type = ELEVATION_TYPES[self.parameterAsEnum(parameters, self.ELEVATION_TYPE, context)][0]
+        elevation_type = key_at(ELEVATION_TYPES, self.parameterAsEnum(parameters, self.ELEVATION_TYPE, context))
         layers: Dict[str, Any] = {}
         for role, layer_parameter, band_parameter in self.MODALITY_PARAMETERS:
             if not is_set(parameters, layer_parameter):

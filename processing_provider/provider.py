@@ -1,12 +1,10 @@
 """The ``modalseg`` Processing provider."""
-from pathlib import Path
 from typing import List
 
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-PLUGIN_ROOT = Path(__file__).resolve().parent.parent
-ICON_PATH = PLUGIN_ROOT / "icon.png"
+from .paths import ICON_PATH, SVG_ICON_PATH
 
 
 class ModalSegProvider(QgsProcessingProvider):
@@ -25,7 +23,7 @@ class ModalSegProvider(QgsProcessingProvider):
         return QIcon(str(ICON_PATH))
 
     def svgIconPath(self) -> str:  # noqa: N802 - QGIS API name
-        return str(PLUGIN_ROOT / "resources" / "icons" / "modalseg.svg")
+        return str(SVG_ICON_PATH)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API name
         # Imported here so that a broken algorithm module shows up as a provider load error

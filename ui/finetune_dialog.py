@@ -548,9 +548,9 @@ def add_menu_action(iface: Any) -> QAction:
     """Plugins > ModalSeg > Fine-tune a model... and a toolbar button; returns the action for unload."""
     from qgis.PyQt.QtGui import QIcon
 
-    from ..processing_provider.provider import PLUGIN_ROOT
+    from ..processing_provider.paths import SVG_ICON_PATH
 
-    action = QAction(QIcon(str(PLUGIN_ROOT / "resources" / "icons" / "modalseg.svg")),
+    action = QAction(QIcon(str(SVG_ICON_PATH)),
                      "Fine-tune a model on your labels...", iface.mainWindow())
     action.triggered.connect(lambda: open_dialog(iface))
     from .dependencies_dialog import MENU_NAME

@@ -306,7 +306,9 @@ def test_torch_and_onnx_runtimes_agree_on_real_data(tmp_path):
     layers = {"optical": LayerInput(str(houses / "lidarprod_870000_6618000_rgb.tif")),
               "elevation": LayerInput(str(houses / "lidarprod_870000_6618000_ndsm.tif"))}
     _, onnx_out = _run(package, layers, tmp_path / "onnx", runtime="onnx")
-    _, torch_out = _run(package, layers, tmp_path / "torch", runtime="torch")
+    from modalseg.models.networks.registry import load_network
+
+    _, torch_out = _run(package, layers, tmp_path / "torch", runtime="torch", network_loader=load_network)
     assert np.nanmax(np.abs(onnx_out["probabilities"][0] - torch_out["probabilities"][0])) < 1e-3
     assert np.mean(onnx_out["classes"][0] == torch_out["classes"][0]) > 0.999
 

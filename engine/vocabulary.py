@@ -1,0 +1,57 @@
+"""The engine's choice lists: one definition each, as ``(key, label)`` pairs in a fixed order.
+
+The engine accepts the keys; the Processing enums and the dialogs show the labels. A Processing
+enum stores the *position* of the choice (in ``.model3`` files, batch histories, scripts calling
+``qgis_process``), so a position never changes meaning: new choices go at the end, none is
+removed or reordered. Plain Python (no numpy, GDAL or qgis), so the plugin can build its
+parameters before anything heavier loads.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from .errors import EngineError
+
+Choices = Tuple[Tuple[str, str], ...]
+
+DEVICES: Choices = (
+    ("auto", "Auto (CUDA GPU when available, else CPU)"),
+    ("cpu", "CPU"),
+    ("cuda", "CUDA GPU"),
+)
+RUNTIMES: Choices = (
+    ("onnx", "ONNX Runtime (needs onnxruntime)"),
+    ("torch", "PyTorch (needs torch and the package's torch weights)"),
+)
+BLEND_WINDOWS: Choices = (
+    ("hann", "Hann window (smooth, recommended)"),
+    ("linear", "Linear ramp towards tile edges"),
+    ("none", "None (uniform weights: plain average of overlapping tiles)"),
+    ("crop", "Centre crop (each tile keeps only its centre: hard seams, for comparison)"),
+)
+# What the elevation layer holds; "auto" decides from whether a DTM is given too.
+ELEVATION_TYPES: Choices = (
+    ("auto", "Auto: a DSM when a DTM is given below, else an nDSM"),
+    ("dsm", "DSM - surface heights above sea level (m)"),
+    ("ndsm", "nDSM - heights above ground (m)"),
+)
+
+
+def keys(choices: Choices) -> Tuple[str, ...]:
+    return tuple(key for key, _ in choices)
+
+
+def labels(choices: Choices) -> List[str]:
+    return [label for _, label in choices]
+
+
+def key_at(choices: Choices, position: int) -> str:
+    """The key of the choice a Processing enum stored as ``position``."""
+    return choices[position][0]
+
+
+def check_key(choices: Choices, key: str, what: str) -> str:
+    """``key`` when it is one of ``choices``, else an ``EngineError`` naming the valid ones."""
+    if key not in keys(choices):
+        raise EngineError(f"{what} must be one of {', '.join(keys(choices))}, not '{key}'")
+    return key
