@@ -6,6 +6,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 from .errors import EngineError
 from .grid import open_raster
+from .ground import elevation_kind_from_values
 from .package import ModalitySpec, PackageMetadata
 from .vocabulary import ELEVATION_TYPES, check_key
 
@@ -33,11 +34,16 @@ class Source:
     subtract_path: Optional[str] = None
     subtract_band: int = 1
     is_reference_candidate: bool = False  # optical layers define the default output grid
+    is_elevation: bool = False  # heights in metres: implausible values become nodata
+    # A DSM without a DTM: the run estimates the DTM (engine.ground) and sets ``subtract_path`` to it.
+    estimate_ground: bool = False
 
     def describe(self) -> str:
         bands = ",".join(str(b) for b in self.bands)
         text = f"{self.modality} ← {self.path} (band{'s' if len(self.bands) > 1 else ''} {bands})"
-        if self.subtract_path:
+        if self.estimate_ground and not self.subtract_path:
+            text += " minus a DTM estimated from it (ground filter) = nDSM"
+        elif self.subtract_path:
             text += f" minus DTM {self.subtract_path} (band {self.subtract_band}) = nDSM"
         return text
 
@@ -65,20 +71,29 @@ def _choose_bands(spec: ModalitySpec, role: str, layer: LayerInput) -> Tuple[int
 
 
 def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[LayerInput],
-                      bands: Tuple[int, ...]) -> Source:
+                      bands: Tuple[int, ...]) -> Tuple[Source, List[str]]:
+    """The elevation layer as the model's elevation input, and what the log should say about it."""
     kind = layer.elevation_type
     check_key(ELEVATION_TYPES, kind, "elevation type")
+    messages: List[str] = []
     if kind == "auto":
-        kind = "dsm" if dtm is not None else "ndsm"
+        if dtm is not None:
+            kind = "dsm"
+            messages.append(f"elevation type (auto): '{layer.path}' is taken as a DSM because a DTM is given")
+        else:
+            kind, reason = elevation_kind_from_values(layer.path, bands[0])
+            taken_as = "a DSM" if kind == "dsm" else "an nDSM"
+            messages.append(f"elevation type (auto): '{layer.path}' is taken as {taken_as} because {reason}")
     if spec.kind == "ndsm" and kind == "dsm":
         if dtm is None:
-            raise EngineError("the model needs heights above ground (nDSM); the elevation layer is a DSM, "
-                              "so also give a DTM (nDSM = DSM − DTM)")
+            return Source(spec.name, layer.path, bands, spec.resampling, is_elevation=True,
+                          estimate_ground=True), messages
         dtm_band = dtm.bands[0] if dtm.bands else 1
-        return Source(spec.name, layer.path, bands, spec.resampling, subtract_path=dtm.path, subtract_band=dtm_band)
+        return Source(spec.name, layer.path, bands, spec.resampling, subtract_path=dtm.path, subtract_band=dtm_band,
+                      is_elevation=True), messages
     if spec.kind == "dsm" and kind == "ndsm":
         raise EngineError("the model needs a DSM (absolute surface heights) but the elevation layer is an nDSM")
-    return Source(spec.name, layer.path, bands, spec.resampling)
+    return Source(spec.name, layer.path, bands, spec.resampling, is_elevation=True), messages
 
 
 def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> Tuple[List[Source], List[str]]:
@@ -104,7 +119,8 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> 
             continue
         bands = _choose_bands(spec, role, layer)
         if role == "elevation":
-            source = _elevation_source(spec, layer, given.get("dtm"), bands)
+            source, elevation_messages = _elevation_source(spec, layer, given.get("dtm"), bands)
+            messages += elevation_messages
             if source.subtract_path:
                 used_roles.add("dtm")
         else:

@@ -2,6 +2,7 @@
 shared by inference and training)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
@@ -52,3 +53,62 @@ def normalize(data: np.ndarray, valid: np.ndarray, spec: Normalization, stats: O
     if not valid.all():
         np.multiply(out, valid, out=out)  # invalid pixels are finite here: the readers zero them
     return out
+
+
+# An optical layer's robust range: percentiles over all bands together (one stretch for every band
+# keeps the colour balance), so a few saturated or dead pixels do not set it.
+FIT_PERCENTILES = (1.0, 99.0)
+# For mean/std recipes the expected range is mean ± this many standard deviations (band means):
+# the 1st–99th percentiles of the values the statistics describe.
+_STD_SPAN = 2.33
+
+
+@dataclass(frozen=True)
+class ValueFit:
+    """A linear stretch (per band: gain × value + offset) bringing a layer into its recipe's range."""
+
+    gain: np.ndarray
+    offset: np.ndarray
+    found_low: float
+    found_high: float
+    target_low: float
+    target_high: float
+    reason: str
+    low_percentile: float = FIT_PERCENTILES[0]
+    high_percentile: float = FIT_PERCENTILES[1]
+
+
+def recipe_range(spec: Normalization) -> Optional[Tuple[float, float]]:
+    """The raw value range a fixed recipe was made for; ``None`` for percentile recipes, which fit
+    any range by construction."""
+    if spec.type == "minmax":
+        return min(spec.min), max(spec.max)
+    if spec.type == "meanstd":
+        mean, std = float(np.mean(spec.mean)), float(np.mean(spec.std))
+        return mean - _STD_SPAN * std, mean + _STD_SPAN * std
+    return None
+
+
+def fit_to_recipe(data: np.ndarray, valid: np.ndarray, spec: Normalization) -> Optional[ValueFit]:
+    """A stretch for a layer (``data``: bands x h x w sample in physical units) whose values do not fit
+    the range ``spec`` expects: far above it (e.g. 12-bit or reflectance × 10 000 for a 0–255
+    recipe) or all within 0–1 (reflectance) for a recipe spanning much more. ``None`` when it fits."""
+    target = recipe_range(spec)
+    if target is None or not valid.any():
+        return None
+    target_low, target_high = target
+    span = target_high - target_low
+    values = data[:, valid]
+    low, high = (float(v) for v in np.percentile(values, FIT_PERCENTILES))
+    if high > target_high + span:
+        reason = "far above the model's range"
+    elif float(values.max()) <= 1.0 < span / 10.0:
+        reason = "all within 0–1, like reflectance"
+    else:
+        return None
+    if high <= low:
+        return None  # a constant layer: nothing to stretch, the recipe handles it as it is
+    gain = (target_high - target_low) / (high - low)
+    bands = data.shape[0]
+    return ValueFit(np.full(bands, gain, np.float32), np.full(bands, target_low - low * gain, np.float32),
+                    float(values.min()), float(values.max()), target_low, target_high, reason)

@@ -40,6 +40,7 @@ class TilePipeline:
         self.warn, self.is_cancelled = warn, is_cancelled
         self.seen_valid = {name: False for name in readers}  # written by the reader thread only
         self.model_seconds = 0.0
+        self.non_finite_reported = False
 
     def prepare(self, tiles: List[Tile]) -> Batch:
         h, w = self.plan.tile_height, self.plan.tile_width
@@ -58,13 +59,31 @@ class TilePipeline:
     def infer(self, batch: Batch):
         started = time.perf_counter()
         try:
-            return run_with_fallback(self.runner, batch.feeds, self.warn)
+            logits, robustness = run_with_fallback(self.runner, batch.feeds, self.warn)
+            self._drop_non_finite(batch, logits, robustness)
+            return logits, robustness
         except EngineError:
             raise
         except Exception as exc:  # runtime errors come in the runtimes' own types
             raise EngineError(f"the model failed on a batch of tiles: {str(exc).splitlines()[0][:300]}") from exc
         finally:
             self.model_seconds += time.perf_counter() - started
+
+    def _drop_non_finite(self, batch: Batch, logits: np.ndarray, robustness: Optional[np.ndarray]) -> None:
+        """Pixels where the network gave NaN or inf become nodata (said once), so no output holds them."""
+        finite = np.isfinite(logits).all(axis=1)
+        if robustness is not None:
+            finite &= np.isfinite(robustness).all(axis=1)
+        broken = batch.valid & ~finite
+        if not broken.any():
+            return
+        if not self.non_finite_reported:
+            self.non_finite_reported = True
+            self.warn("the model returned non-finite values (NaN or inf) on some pixels; they are left as nodata")
+        batch.valid &= finite
+        for array in (logits, robustness):
+            if array is not None:
+                np.nan_to_num(array, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
 
     def run(self, sink, progress: Progress, tile_rows_per_block: int = 0, max_block_width: int = 0) -> None:
         blocks = plan_blocks(self.plan, tile_rows_per_block, max_block_width)

@@ -8,14 +8,21 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
 
-from .binding import Source
 from .errors import EngineError
-from .grid import Grid, grid_of, open_raster
+from .grid import Grid, grid_of, open_raster, transform_bounds
+
+if TYPE_CHECKING:  # binding imports ground, which reads through this module: types only here
+    from .binding import Source
+    from .package import ModalitySpec
+
+# Heights beyond this (metres, either sign) are sensor or processing errors (e.g. 1e30 spikes), not
+# terrain: Everest is 8 849 m and the deepest land depression 430 m below sea level.
+PLAUSIBLE_HEIGHT_M = 10_000.0
 
 _RESAMPLING = {"nearest": "near", "bilinear": "bilinear", "cubic": "cubic", "average": "average"}
 
@@ -49,16 +56,21 @@ def _pixel_offset(source: Grid, target: Grid) -> Optional[Tuple[int, int]]:
 class BandReader:
     """Bands of one raster on the reference grid; ``read`` returns float32 data and a validity mask."""
 
-    def __init__(self, path: str, bands: Tuple[int, ...], grid: Grid, resampling: str = "bilinear"):
+    def __init__(self, path: str, bands: Tuple[int, ...], grid: Grid, resampling: str = "bilinear",
+                 value_limit: Optional[float] = None):
+        """``value_limit``: pixels whose absolute (scaled) value exceeds it are invalid."""
         self.path, self.bands, self.grid = path, tuple(bands), grid
+        self.value_limit = value_limit
         self._local = threading.local()  # GDAL datasets must not be shared between threads
         own = grid_of(path)
         self._offset = _pixel_offset(own, grid)
         self._size = (own.width, own.height)
         self._resampling = _RESAMPLING[resampling]
-        count = open_raster(path).RasterCount
+        ds = open_raster(path)
+        count = ds.RasterCount
         if any(not 1 <= b <= count for b in self.bands):
             raise EngineError(f"raster '{path}' has {count} band(s); cannot read bands {list(self.bands)}")
+        self._unit_scale, self._unit_offset = band_scaling(ds, self.bands)
 
     def _dataset(self) -> gdal.Dataset:
         ds = getattr(self._local, "dataset", None)
@@ -118,6 +130,12 @@ class BandReader:
         region_valid = np.isfinite(region).all(axis=0)
         if self._offset is not None:  # warped reads mark every invalid pixel NaN already
             region_valid &= self._source_mask(ds, band_numbers, region, cx0, cy0, w, h)
+        if self._unit_scale is not None:  # nodata values compare raw; the data is wanted in units
+            region *= self._unit_scale
+            region += self._unit_offset
+        if self.value_limit is not None:
+            with np.errstate(invalid="ignore"):
+                region_valid &= (np.abs(region) <= self.value_limit).all(axis=0)
         valid[oy:oy + h, ox:ox + w] = region_valid
         if not valid.all():
             data[:, ~valid] = 0.0
@@ -144,13 +162,19 @@ class BandReader:
 
 
 class SourceReader:
-    """A bound source on the grid: its bands, minus the DTM when it derives an nDSM."""
+    """A bound source on the grid: its bands in physical units, minus the DTM when it derives an
+    nDSM, optionally stretched into the range its normalisation recipe expects."""
 
     def __init__(self, source: Source, grid: Grid):
+        if source.estimate_ground and not source.subtract_path:
+            raise EngineError(f"the DSM '{source.path}' needs a DTM estimated from it before it can be read "
+                              "as heights above ground")
         self.source = source
-        self.main = BandReader(source.path, source.bands, grid, source.resampling)
-        self.dtm = (BandReader(source.subtract_path, (source.subtract_band,), grid, "bilinear")
+        limit = PLAUSIBLE_HEIGHT_M if source.is_elevation else None
+        self.main = BandReader(source.path, source.bands, grid, source.resampling, limit)
+        self.dtm = (BandReader(source.subtract_path, (source.subtract_band,), grid, "bilinear", limit)
                     if source.subtract_path else None)
+        self.stretch: Optional[Tuple[np.ndarray, np.ndarray]] = None  # per-band (gain, offset)
 
     def read(self, x: int, y: int, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
         data, valid = self.main.read(x, y, width, height)
@@ -158,6 +182,11 @@ class SourceReader:
             ground, ground_valid = self.dtm.read(x, y, width, height)
             data = np.maximum(data - ground, 0.0)
             valid &= ground_valid
+            data[:, ~valid] = 0.0
+        if self.stretch is not None:
+            gain, offset = self.stretch
+            data *= gain.reshape(-1, 1, 1)
+            data += offset.reshape(-1, 1, 1)
             data[:, ~valid] = 0.0
         return data, valid
 
@@ -167,8 +196,85 @@ class SourceReader:
                 reader.close()
 
     def sample(self, max_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
-        """The whole grid decimated (nearest neighbour) to at most ``max_size`` pixels a side, for statistics."""
+        """The whole grid decimated (nearest neighbour) to at most ``max_size`` pixels a side, for
+        statistics (in physical units, before any stretch)."""
         grid = self.main.grid
         scale = max(grid.width, grid.height) / max_size
-        reader = SourceReader(replace(self.source, resampling="nearest"), grid.rescaled(scale)) if scale > 1 else self
-        return reader.read(0, 0, reader.main.grid.width, reader.main.grid.height)
+        reader = SourceReader(replace(self.source, resampling="nearest"), grid.rescaled(scale if scale > 1 else 1.0))
+        try:
+            return reader.read(0, 0, reader.main.grid.width, reader.main.grid.height)
+        finally:
+            reader.close()
+
+    def check_values(self, spec: ModalitySpec, warn: Callable[[str], None]) -> None:
+        """Before the run: say how many implausible heights become nodata, and bring an optical layer
+        whose values do not fit the recipe into its range (whole-layer percentiles, so tiling
+        cannot change it)."""
+        from .normalize import fit_to_recipe  # normalize imports the package module only; no cycle
+
+        if self.source.is_elevation:
+            for reader in (self.main, self.dtm):
+                if reader is not None:
+                    count = implausible_pixels(reader.path, reader.bands[0], reader.grid)
+                    if count:
+                        warn(f"{count} pixel(s) of '{reader.path}' hold non-finite or absurd heights "
+                             f"(beyond ±{PLAUSIBLE_HEIGHT_M:,.0f} m); they are treated as nodata")
+        if spec.kind == "optical":
+            data, valid = self.sample()
+            fit = fit_to_recipe(data, valid, spec.normalization)
+            if fit is not None:
+                self.stretch = (fit.gain, fit.offset)
+                warn(f"the {spec.name} layer '{self.source.path}' holds values {fit.found_low:.4g}–{fit.found_high:.4g} "
+                     f"({fit.reason}); the model expects about {fit.target_low:.3g}–{fit.target_high:.3g}, so the "
+                     f"layer's {fit.low_percentile:g}–{fit.high_percentile:g} % percentiles (whole layer, all "
+                     f"bands together) were stretched onto that range")
+
+
+def band_scaling(ds: gdal.Dataset, bands: Tuple[int, ...]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """GDAL's per-band scale and offset (physical value = raw × scale + offset) as b x 1 x 1 arrays;
+    ``(None, None)`` when every band is stored in its own units already."""
+    scale = np.array([ds.GetRasterBand(b).GetScale() or 1.0 for b in bands], np.float32)
+    offset = np.array([ds.GetRasterBand(b).GetOffset() or 0.0 for b in bands], np.float32)
+    if np.all(scale == 1.0) and np.all(offset == 0.0):
+        return None, None
+    return scale.reshape(-1, 1, 1), offset.reshape(-1, 1, 1)
+
+
+def pixel_window(own: Grid, area: Grid, margin: int = 0) -> Tuple[int, int, int, int]:
+    """``(col0, row0, col1, row1)``: the pixels of ``own`` covering ``area``'s extent (in any CRS),
+    widened by ``margin`` pixels and clipped to ``own``; empty (col1 <= col0) when they miss."""
+    xmin, ymin, xmax, ymax = transform_bounds(area.bounds, area.crs_wkt, own.crs_wkt)
+    x0, px, _, y0, _, py = own.geotransform
+    col0 = max(0, int(np.floor((xmin - x0) / px)) - margin)
+    col1 = min(own.width, int(np.ceil((xmax - x0) / px)) + margin)
+    row0 = max(0, int(np.floor((y0 - ymax) / -py)) - margin)
+    row1 = min(own.height, int(np.ceil((y0 - ymin) / -py)) + margin)
+    return col0, row0, col1, row1
+
+
+def implausible_pixels(path: str, band: int, grid: Grid, rows_per_strip: int = 256) -> int:
+    """Pixels of ``path`` inside ``grid``'s extent that are not nodata yet hold no plausible height
+    (non-finite, or beyond ±PLAUSIBLE_HEIGHT_M once scaled): read strip by strip in the file's own
+    pixels, so a spike is counted once whatever the output grid."""
+    ds = open_raster(path)
+    gt = ds.GetGeoTransform()
+    own = Grid(ds.GetProjection(), tuple(gt), ds.RasterXSize, ds.RasterYSize)
+    north_up = gt[2] == 0 and gt[4] == 0 and gt[1] > 0 and gt[5] < 0
+    # A south-up or rotated file's pixels do not map onto a window: all of it is scanned.
+    col0, row0, col1, row1 = pixel_window(own, grid) if north_up else (0, 0, own.width, own.height)
+    scale, offset = band_scaling(ds, (band,))
+    nodata_is_nan = np.isnan(ds.GetRasterBand(band).GetNoDataValue() or 0.0)
+    count = 0
+    w = col1 - col0
+    for y in range(row0, row1 if w > 0 else row0, rows_per_strip):
+        h = min(rows_per_strip, row1 - y)
+        region = ds.GetRasterBand(band).ReadAsArray(col0, y, w, h, buf_type=gdal.GDT_Float32)[None]
+        not_nodata = BandReader._source_mask(ds, (band,), region, col0, y, w, h)
+        if nodata_is_nan:
+            not_nodata &= ~np.isnan(region[0])
+        if scale is not None:
+            region = region * scale + offset
+        with np.errstate(invalid="ignore", over="ignore"):
+            implausible = ~(np.abs(region[0]) <= PLAUSIBLE_HEIGHT_M)  # NaN and inf included
+        count += int(np.count_nonzero(implausible & not_nodata))
+    return count

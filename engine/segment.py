@@ -5,6 +5,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from .binding import Source, reference_order
 from .blending import FinishedRows
 from .errors import Cancelled, EngineError
 from .grid import Grid, GridRequest, reference_grid
+from .ground import DEFAULT_GROUND_WINDOW_M, estimated_ground
 from .normalize import Range, percentile_range
 from .outputs import OutputPaths, OutputSet
 from .package import ModelPackage, PackageMetadata
@@ -40,6 +42,7 @@ class RunOptions:
     # for one extra tile column per block border. 0 = never split.
     max_block_width: int = 4096
     cloud_optimized: bool = False  # rewrite the outputs as COGs with overviews at the end
+    ground_window_m: float = DEFAULT_GROUND_WINDOW_M  # ground filter of a DSM given without a DTM
     # Rebuilds the torch network of a package (models.networks.registry.load_network); needed by
     # the torch runtime only, and passed in because the engine does not import models.
     network_loader: Optional[NetworkLoader] = None
@@ -133,9 +136,13 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         raise EngineError(f"model '{meta.name}' needs all of {', '.join(meta.modality_names)}")
     grid = reference_grid(reference_order(sources), grid_request)
     network_grid = _network_grid(grid, meta, log)
-    readers = {s.modality: SourceReader(s, network_grid) for s in sources}
+    readers: Dict[str, SourceReader] = {}
     with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used, options.max_block_width)), \
-            _closing(readers):
+            estimated_ground(sources, grid, Path(outputs.classes).parent, options.ground_window_m, warn,
+                             is_cancelled or (lambda: False)) as sources, _closing(readers):
+        readers.update({s.modality: SourceReader(s, network_grid) for s in sources})
+        for name, reader in readers.items():
+            reader.check_values(meta.modality(name), warn)
         stats = layer_statistics(readers, meta)
         plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(meta, options, log),
                           meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)

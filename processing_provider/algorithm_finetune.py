@@ -25,18 +25,11 @@ from qgis.core import (
 from .base import gdal_raster_path, is_set, log_warning, ogr_vector_path
 from .compat import FIELD_ANY, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_POLYGON
 from .dependencies import missing_packages, missing_packages_message
-from ..models.finetune import FREEZE_CHOICES, FinetuneOptions
+# The parameters' defaults and the freeze choices are the fine-tuning's own (one definition).
+from ..models.finetune import FINETUNE_DEFAULTS as DEFAULTS
+from ..models.finetune import FREEZE, FREEZE_CHOICES
 from ..engine.vocabulary import DEVICES, key_at, labels
 from .model_inputs import LayersAndModelAlgorithm
-
-# The choices are the fine-tuning's (models.finetune); only their wording for analysts is here.
-FREEZE_LABELS = {
-    "none": "Nothing: train every layer",
-    "encoder": "The encoders (feature extractors): adapt fusion and head only, for small label sets",
-    "all-but-head": "Everything but the class head: the least change, for very few labels",
-}
-FREEZE: Tuple[Tuple[str, str], ...] = tuple((key, FREEZE_LABELS.get(key, key)) for key in FREEZE_CHOICES)
-DEFAULTS = FinetuneOptions()  # the parameters' defaults are the fine-tuning's own
 
 
 def parse_class_map(text: str) -> Dict[str, str]:

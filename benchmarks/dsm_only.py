@@ -1,0 +1,127 @@
+"""A DSM without a DTM: how good is the estimated DTM, and how much does segmentation lose?
+
+    python -m benchmarks.dsm_only [--model PACKAGE] [--window METRES]
+
+On every shared LiDAR HD tile that has a DTM (``../shared/data/lidarhd_*``):
+
+* ground error: median absolute difference, on ground pixels (label 1), between the nDSM from the
+  DTM the engine estimates (``engine.ground``) and the tile's own nDSM (DSM − DTM of the LiDAR);
+* mIoU (classes 1–4, ``engine.metrics``) of ``run_segmentation`` from the DSM alone (Auto elevation
+  type: the DTM is estimated) and from DSM + DTM, elevation only. Target: within 3 points, pooled
+  over all tiles (one confusion matrix).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+from .common import REPO_ROOT, expose_plugin_package
+
+SHARED = REPO_ROOT.parent / "shared" / "data"
+SCORED_CLASSES = (1, 2, 3, 4)  # ground, building, low vegetation, tree
+
+
+def tiles() -> List[Tuple[str, Path]]:
+    """(name, DSM path) of every lidarhd tile with a DTM and labels beside its DSM."""
+    found = []
+    for dsm in sorted(SHARED.glob("lidarhd_*/*_dsm.tif")):
+        stem = str(dsm)[:-len("_dsm.tif")]
+        if all(Path(f"{stem}_{part}.tif").exists() for part in ("dtm", "ndsm", "label")):
+            found.append((Path(stem).name, dsm))
+    return found
+
+
+def _read(path: Path) -> np.ndarray:
+    ds = gdal.Open(str(path))
+    band = ds.GetRasterBand(1)
+    data = band.ReadAsArray().astype(np.float32)
+    nodata = band.GetNoDataValue()
+    if nodata is not None:
+        data[data == nodata] = np.nan
+    return data
+
+
+def ground_error(dsm: Path, window_m: float, scratch: Path) -> Tuple[float, int]:
+    """Median |estimated nDSM − LiDAR nDSM| on ground pixels, and how many there are."""
+    from modalseg.engine.grid import grid_of
+    from modalseg.engine.ground import estimate_dtm
+
+    estimated = estimate_dtm(str(dsm), 1, grid_of(str(dsm)), window_m, str(scratch / "dtm.tif"))
+    surface = _read(dsm)
+    # estimate_dtm covers the DSM plus a margin clipped to it: the same pixels here
+    ndsm_estimated = np.maximum(surface - _read(Path(estimated)), 0.0)
+    ndsm = _read(Path(str(dsm).replace("_dsm.tif", "_ndsm.tif")))
+    labels = gdal.Open(str(dsm).replace("_dsm.tif", "_label.tif")).ReadAsArray()
+    ground = (labels == 1) & np.isfinite(ndsm) & np.isfinite(ndsm_estimated)
+    if not ground.any():
+        return float("nan"), 0
+    return float(np.median(np.abs(ndsm_estimated[ground] - ndsm[ground]))), int(ground.sum())
+
+
+def segment(package, dsm: Path, with_dtm: bool, window_m: float, out: Path) -> np.ndarray:
+    """Confusion matrix (class values of the package, + unclassified) of an elevation-only run."""
+    from modalseg.engine import GridRequest, LayerInput, OutputPaths, RunOptions, bind_modalities, run_segmentation
+    from modalseg.engine.metrics import confusion_from_values
+
+    layers = {"elevation": LayerInput(str(dsm))}
+    if with_dtm:
+        layers["dtm"] = LayerInput(str(dsm).replace("_dsm.tif", "_dtm.tif"))
+    sources, _ = bind_modalities(package.metadata, layers)
+    report = run_segmentation(sources, package, GridRequest(), OutputPaths(classes=str(out / "classes.tif")),
+                              RunOptions(ground_window_m=window_m))
+    predicted = gdal.Open(report.outputs["classes"]).ReadAsArray()
+    labels = gdal.Open(str(dsm).replace("_dsm.tif", "_label.tif")).ReadAsArray()
+    return confusion_from_values(labels, predicted, package.metadata.class_values)
+
+
+def miou(cm: np.ndarray, class_values) -> float:
+    from modalseg.engine.metrics import mean_over, per_class
+
+    indices = [list(class_values).index(v) for v in SCORED_CLASSES]
+    support = cm.sum(1)
+    return 100.0 * mean_over(per_class(cm)["iou"], [i for i in indices if support[i] > 0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(REPO_ROOT / "resources" / "models" / "modalseg-sgma-urban"))
+    parser.add_argument("--window", type=float, default=None, help="ground filter window (m); default: engine's")
+    args = parser.parse_args()
+    expose_plugin_package()
+    from modalseg.engine import load_package
+    from modalseg.engine.ground import DEFAULT_GROUND_WINDOW_M
+
+    window = args.window or DEFAULT_GROUND_WINDOW_M
+    package = load_package(args.model)
+    found = tiles()
+    if not found:
+        raise SystemExit(f"no lidarhd tile with a DTM under {SHARED}")
+    print(f"model {package.metadata.name} {package.metadata.version}, ground window {window:g} m, "
+          f"mIoU over classes {SCORED_CLASSES}")
+    print(f"{'tile':44s} {'ground px':>9s} {'ground err m':>12s} {'mIoU DSM':>9s} {'mIoU +DTM':>9s}")
+    totals: Dict[bool, np.ndarray] = {}
+    errors = []
+    for name, dsm in found:
+        with tempfile.TemporaryDirectory() as folder:
+            error, count = ground_error(dsm, window, Path(folder))
+            scores = {}
+            for with_dtm in (False, True):
+                cm = segment(package, dsm, with_dtm, window, Path(folder))
+                totals[with_dtm] = totals.get(with_dtm, 0) + cm
+                scores[with_dtm] = miou(cm, package.metadata.class_values)
+        if count:
+            errors.append(error)
+        print(f"{name[:44]:44s} {count:9d} {error:12.2f} {scores[False]:9.1f} {scores[True]:9.1f}")
+    alone, both = (miou(totals[k], package.metadata.class_values) for k in (False, True))
+    print(f"{'all tiles (pooled)':44s} {'':9s} {np.median(errors):12.2f} {alone:9.1f} {both:9.1f}")
+    print(f"median ground error of the estimated nDSM: {np.median(errors):.2f} m over {len(errors)} tiles; "
+          f"mIoU DSM alone {alone:.1f} vs DSM + DTM {both:.1f} (difference {both - alone:+.1f} points; target <= 3)")
+
+
+if __name__ == "__main__":
+    main()
