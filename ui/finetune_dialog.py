@@ -178,6 +178,9 @@ class FinetuneDialog(QDialog):
         definition = self.algorithm.parameterDefinition(name)
         combo = QComboBox(self)
         combo.addItems(definition.options())
+        # long choices (whole sentences) must not widen the dialog: the list still shows them in full
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(24)
         combo.setCurrentIndex(int(definition.defaultValue() or 0))
         combo.setToolTip(self._help(name))
         return combo
