@@ -59,7 +59,7 @@ def seam_score(probabilities: np.ndarray, valid: np.ndarray, xs_cuts: List[int],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(REPO_ROOT / "resources" / "models" / "reference"))
+    parser.add_argument("--model", default=str(REPO_ROOT / "tests" / "fixtures" / "models" / "reference"))
     parser.add_argument("--optical", default=str(FIELDS / "ebb_rgb.tif"))
     parser.add_argument("--ndsm", default=str(FIELDS / "ebb_ndsm.tif"))
     args = parser.parse_args()

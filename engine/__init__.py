@@ -16,10 +16,11 @@ from typing import Any, List
 
 # The modules of this package and the public names each defines.
 _EXPORTS = {
-    "binding": ("LayerInput", "Source", "bind_modalities"),
+    "binding": ("LayerInput", "Source", "bind_modalities", "parse_band_list"),
     "errors": ("Cancelled", "EngineError"),
-    "grid": ("Grid", "GridRequest"),
-    "outputs": ("OutputPaths"),
+    "grid": ("Grid", "GridRequest", "open_raster"),
+    "model_choice": ("Choice", "choose_package", "describe_package"),
+    "outputs": ("OutputPaths", "check_outputs", "create_output_folders", "remove_created_folders"),
     "package": ("ModelPackage", "PackageError", "PackageMetadata", "list_packages", "load_package"),
     "segment": ("RunOptions", "RunReport", "run_segmentation"),
 }

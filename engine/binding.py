@@ -12,8 +12,33 @@ from .vocabulary import ELEVATION_TYPES, check_key
 
 # Roles are what the analyst provides; kinds are what a network consumes.
 ROLES = ("optical", "elevation", "dtm", "sar", "nir")
+ROLE_LABELS = {"optical": "optical", "elevation": "elevation", "dtm": "DTM", "sar": "SAR", "nir": "NIR"}
 _ROLE_OF_KIND = {"optical": "optical", "nir": "nir", "sar": "sar", "dsm": "elevation", "ndsm": "elevation",
                  "dtm": "dtm"}
+
+
+def role_of_kind(kind: str) -> str:
+    """The layer role that feeds a modality kind (a DSM or nDSM comes from the elevation layer)."""
+    return _ROLE_OF_KIND[kind]
+
+
+def parse_band_list(value: object, what: str) -> Optional[Tuple[int, ...]]:
+    """Band numbers as users give them: ``4,3,2``, ``4;3;2``, ``4 3 2``, a number, or a list of
+    numbers / numeric strings; ``None`` when empty. Anything else is an error, never ignored."""
+    if value is None or value == "" or value == []:
+        return None
+    items = value if isinstance(value, (list, tuple)) else [value]
+    parts: List[str] = []
+    for item in items:
+        parts += str(item).replace(";", ",").replace(" ", ",").split(",")
+    parts = [part.strip() for part in parts if part.strip()]
+    try:
+        bands = tuple(int(part) for part in parts)
+    except ValueError:
+        bands = ()
+    if not bands or any(band < 1 for band in bands):
+        raise EngineError(f"{what} '{value}' is not a band list; give band numbers from 1, e.g. 4,3,2")
+    return bands
 
 
 @dataclass(frozen=True)
@@ -58,11 +83,12 @@ def _choose_bands(spec: ModalitySpec, role: str, layer: LayerInput) -> Tuple[int
     if layer.bands:
         bands = tuple(int(b) for b in layer.bands)
         if len(bands) != spec.bands:
-            raise EngineError(f"the {role} layer was given {len(bands)} band(s) but the model needs "
-                              f"{spec.bands} ({wanted})")
+            raise EngineError(f"the {role} layer '{layer.path}' was given {len(bands)} band(s) "
+                              f"({','.join(map(str, bands))}) but the model needs {spec.bands} ({wanted})")
         bad = [b for b in bands if not 1 <= b <= count]
         if bad:
-            raise EngineError(f"the {role} layer has {count} band(s); band(s) {bad} do not exist")
+            raise EngineError(f"the {role} layer '{layer.path}' has {count} band(s); band(s) "
+                              f"{', '.join(map(str, bad))} do not exist")
         return bands
     if count < spec.bands:
         raise EngineError(f"the {role} layer '{layer.path}' has {count} band(s) but the model needs "
@@ -96,8 +122,48 @@ def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[Layer
     return Source(spec.name, layer.path, bands, spec.resampling, is_elevation=True), messages
 
 
-def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> Tuple[List[Source], List[str]]:
-    """Match layers (by role) to the model's modalities; returns the sources and log lines."""
+def _who_else(candidates: Sequence[PackageMetadata], meta: PackageMetadata, takes) -> str:
+    """The end of an unused-layer warning: the bundled packages that would use it, or that none does."""
+    others = [m.name for m in candidates if m.name != meta.name and takes(m)]
+    if others:
+        return f"model {', '.join(repr(name) for name in others)} would use it"
+    return "no bundled model uses it"
+
+
+def _unused_bands_warning(meta: PackageMetadata, spec: ModalitySpec, role: str, layer: LayerInput,
+                          candidates: Sequence[PackageMetadata]) -> Optional[str]:
+    count = _band_count(layer.path)
+    if layer.bands or count <= spec.bands:
+        return None  # the analyst chose the bands, or all are used
+    unused, verb = (f"band {count}", "is") if count == spec.bands + 1 else (f"bands {spec.bands + 1}-{count}", "are")
+    who = _who_else(candidates, meta, lambda m: any(
+        _ROLE_OF_KIND[s.kind] == role and s.bands > spec.bands for s in m.modalities))
+    return (f"Warning: {unused} of the {ROLE_LABELS[role]} layer '{layer.path}' {verb} not used: model '{meta.name}' "
+            f"reads bands 1-{spec.bands} as {', '.join(spec.band_names)} (choose others in the band selection); "
+            f"{who}")
+
+
+def _unused_layer_warning(meta: PackageMetadata, role: str, layer: LayerInput, given: Mapping[str, LayerInput],
+                          candidates: Sequence[PackageMetadata]) -> str:
+    label = ROLE_LABELS[role]
+    if role == "dtm":
+        if "elevation" not in given:
+            cause = "a DTM only turns a DSM into heights above ground, and no DSM (elevation layer) was given"
+        elif any(_ROLE_OF_KIND[s.kind] == "elevation" for s in meta.modalities):
+            cause = "the elevation layer is taken as an nDSM (heights above ground) as it is"
+        else:
+            cause = f"model '{meta.name}' takes no elevation input"
+        return f"Warning: the DTM '{layer.path}' is not used: {cause}"
+    who = _who_else(candidates, meta, lambda m: any(_ROLE_OF_KIND[s.kind] == role for s in m.modalities))
+    return f"Warning: the {label} layer '{layer.path}' is not used: model '{meta.name}' takes no {label} input; {who}"
+
+
+def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput],
+                    candidates: Sequence[PackageMetadata] = ()) -> Tuple[List[Source], List[str]]:
+    """Match layers (by role) to the model's modalities; returns the sources and log lines.
+
+    Layers (or bands) the model does not use are named in warnings (lines starting 'Warning: '),
+    with the packages among ``candidates`` (the bundled ones) that would use them."""
     unknown = [r for r in layers if r not in ROLES]
     if unknown:
         raise EngineError(f"unknown input role(s) {unknown}; expected {', '.join(ROLES)}")
@@ -118,6 +184,9 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> 
             messages.append(f"{spec.name}: no {role} layer given; the model runs without it")
             continue
         bands = _choose_bands(spec, role, layer)
+        unused_bands = _unused_bands_warning(meta, spec, role, layer, candidates)
+        if unused_bands:
+            messages.append(unused_bands)
         if role == "elevation":
             source, elevation_messages = _elevation_source(spec, layer, given.get("dtm"), bands)
             messages += elevation_messages
@@ -132,8 +201,8 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput]) -> 
     if not sources:
         raise EngineError(f"model '{meta.name}' uses none of the given layers; it accepts "
                           f"{', '.join(sorted({_ROLE_OF_KIND[m.kind] for m in meta.modalities}))}")
-    for role in sorted(set(given) - used_roles):
-        messages.append(f"the {role} layer is not used by model '{meta.name}'")
+    for role in [r for r in ROLES if r in given and r not in used_roles]:
+        messages.append(_unused_layer_warning(meta, role, given[role], given, candidates))
     return sources, messages
 
 

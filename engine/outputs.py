@@ -1,16 +1,19 @@
 """The output rasters of one run: finished rows in, classes / robustness / probabilities / confidence out."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .blending import FinishedRows
+from .errors import EngineError
 from .grid import Grid
 from .package import PackageMetadata
 from .postprocess import clean_class_map
-from .writers import GeoTiffWriter, class_nodata_value, float_writer
+from .writers import GeoTiffWriter, class_nodata_value, float_writer, folder_problem, os_cause
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,78 @@ class OutputPaths:
     robustness: Optional[str] = None
     probabilities: Optional[str] = None
     confidence: Optional[str] = None
+
+    def named(self) -> List[Tuple[str, str]]:
+        """(output, path) for every requested output."""
+        return [(name, path) for name, path in (("classes", self.classes), ("robustness", self.robustness),
+                                                ("probabilities", self.probabilities),
+                                                ("confidence", self.confidence)) if path]
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Same file once links are resolved (symbolic via realpath, hard links via samefile)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet: then realpath decided
+        return False
+
+
+def check_outputs(outputs: OutputPaths, inputs: Iterable[str]) -> None:
+    """Refuse, before anything is read, outputs that would overwrite an input or each other, and
+    outputs that are folders."""
+    named = outputs.named()
+    for name, path in named:
+        if os.path.isdir(path):
+            raise EngineError(f"the {name} output '{path}' is a folder; give it a file name (.tif)")
+        for source in inputs:
+            if source and _same_file(path, source):
+                raise EngineError(f"the {name} output '{path}' is the input layer '{source}'; writing it would "
+                                  "destroy that input, so choose another output file")
+    for i, (name, path) in enumerate(named):
+        for other_name, other in named[i + 1:]:
+            if _same_file(path, other):
+                raise EngineError(f"the {name} and {other_name} outputs are the same file '{path}'; give each "
+                                  "output its own file")
+
+
+def check_output_folders(outputs: OutputPaths) -> None:
+    """Every output folder exists and takes new files (checked before anything is read)."""
+    for _, path in outputs.named():
+        folder = Path(os.path.abspath(path)).parent
+        problem = folder_problem(folder)
+        if problem:
+            raise EngineError(f"cannot write into '{folder}': {problem}")
+
+
+def create_output_folders(outputs: OutputPaths) -> List[Path]:
+    """Create the outputs' missing folders (as Processing users expect); returns those created,
+    deepest last, for ``remove_created_folders`` after a failed run."""
+    created: List[Path] = []
+    for _, path in outputs.named():
+        folder = Path(os.path.abspath(path)).parent
+        missing = [part for part in reversed([folder, *folder.parents]) if not part.exists()]
+        try:
+            for part in missing:
+                part.mkdir()
+                created.append(part)
+            problem = folder_problem(folder)
+        except OSError as exc:
+            problem = folder_problem(folder) if isinstance(exc, NotADirectoryError) else os_cause(exc)
+        if problem:
+            remove_created_folders(created)
+            raise EngineError(f"cannot write into '{folder}': {problem}")
+    return created
+
+
+def remove_created_folders(folders: Sequence[Path]) -> None:
+    """Remove folders ``create_output_folders`` made, when they stayed empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty (or gone): leave it
 
 
 class OutputSet:

@@ -14,7 +14,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import EngineError
-from .grid import Grid, grid_of, open_raster, transform_bounds
+from .grid import Grid, file_grid, grid_of, open_raster, read_failed, reading, same_crs, transform_bounds
 
 if TYPE_CHECKING:  # binding imports ground, which reads through this module: types only here
     from .binding import Source
@@ -40,8 +40,9 @@ def bounded_gdal_cache(limit_bytes: int):
 
 
 def _pixel_offset(source: Grid, target: Grid) -> Optional[Tuple[int, int]]:
-    """Integer (column, row) of the target origin in the source grid when both share CRS and pixels."""
-    if not source.srs().IsSame(target.srs()):
+    """Integer (column, row) of the target origin in the source grid when both share CRS and pixels
+    and the source is stored north-up (anything else is read through a warped VRT)."""
+    if not source.is_north_up or not same_crs(source.crs_wkt, target.crs_wkt):
         return None
     px, py = source.pixel_width, source.pixel_height
     if abs(px - target.pixel_width) > 1e-9 * abs(px) or abs(py - target.pixel_height) > 1e-9 * abs(py):
@@ -62,7 +63,7 @@ class BandReader:
         self.path, self.bands, self.grid = path, tuple(bands), grid
         self.value_limit = value_limit
         self._local = threading.local()  # GDAL datasets must not be shared between threads
-        own = grid_of(path)
+        own = file_grid(path)
         self._offset = _pixel_offset(own, grid)
         self._size = (own.width, own.height)
         self._resampling = _RESAMPLING[resampling]
@@ -88,7 +89,8 @@ class BandReader:
         selected = gdal.Translate("", src, format="VRT", bandList=list(self.bands), maskBand="mask"
                                   if src.GetRasterBand(1).GetMaskFlags() & gdal.GMF_PER_DATASET else None)
         xmin, ymin, xmax, ymax = self.grid.bounds
-        warped = gdal.Warp("", selected, format="VRT", dstSRS=self.grid.crs_wkt, outputBounds=(xmin, ymin, xmax, ymax),
+        warped = gdal.Warp("", selected, format="VRT", dstSRS=self.grid.crs_wkt or None,  # None: no CRS anywhere
+                           outputBounds=(xmin, ymin, xmax, ymax),
                            width=self.grid.width, height=self.grid.height, resampleAlg=self._resampling,
                            outputType=gdal.GDT_Float32, warpOptions=["INIT_DEST=NaN"], multithread=False,
                            # blocks the size of a typical tile: fewer, larger warps (~20 % faster here)
@@ -124,12 +126,13 @@ class BandReader:
         ox, oy, w, h = cx0 - x0, cy0 - y0, cx1 - cx0, cy1 - cy0
         # One call for all bands, straight into the float32 buffer.
         region = data[:, oy:oy + h, ox:ox + w]
-        if ds.ReadAsArray(cx0, cy0, w, h, buf_obj=region, band_list=list(band_numbers),
-                          buf_type=gdal.GDT_Float32) is None:
-            raise EngineError(f"reading '{self.path}' failed")
-        region_valid = np.isfinite(region).all(axis=0)
-        if self._offset is not None:  # warped reads mark every invalid pixel NaN already
-            region_valid &= self._source_mask(ds, band_numbers, region, cx0, cy0, w, h)
+        with reading(self.path):
+            if ds.ReadAsArray(cx0, cy0, w, h, buf_obj=region, band_list=list(band_numbers),
+                              buf_type=gdal.GDT_Float32) is None:
+                raise read_failed(self.path)
+            region_valid = np.isfinite(region).all(axis=0)
+            if self._offset is not None:  # warped reads mark every invalid pixel NaN already
+                region_valid &= self._source_mask(ds, band_numbers, region, cx0, cy0, w, h)
         if self._unit_scale is not None:  # nodata values compare raw; the data is wanted in units
             region *= self._unit_scale
             region += self._unit_offset
@@ -268,7 +271,8 @@ def implausible_pixels(path: str, band: int, grid: Grid, rows_per_strip: int = 2
     w = col1 - col0
     for y in range(row0, row1 if w > 0 else row0, rows_per_strip):
         h = min(rows_per_strip, row1 - y)
-        region = ds.GetRasterBand(band).ReadAsArray(col0, y, w, h, buf_type=gdal.GDT_Float32)[None]
+        with reading(path):  # a truncated file fails here first
+            region = ds.GetRasterBand(band).ReadAsArray(col0, y, w, h, buf_type=gdal.GDT_Float32)[None]
         not_nodata = BandReader._source_mask(ds, (band,), region, col0, y, w, h)
         if nodata_is_nan:
             not_nodata &= ~np.isnan(region[0])

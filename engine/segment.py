@@ -16,7 +16,7 @@ from .errors import Cancelled, EngineError
 from .grid import Grid, GridRequest, reference_grid
 from .ground import DEFAULT_GROUND_WINDOW_M, estimated_ground
 from .normalize import Range, percentile_range
-from .outputs import OutputPaths, OutputSet
+from .outputs import OutputPaths, OutputSet, check_output_folders, check_outputs
 from .package import ModelPackage, PackageMetadata
 from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
@@ -134,7 +134,12 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     used = [m for m in meta.modality_names if any(s.modality == m for s in sources)]
     if meta.presence_input is None and len(used) != len(meta.modalities):
         raise EngineError(f"model '{meta.name}' needs all of {', '.join(meta.modality_names)}")
+    check_outputs(outputs, [path for s in sources for path in (s.path, s.subtract_path) if path])
+    check_output_folders(outputs)
     grid = reference_grid(reference_order(sources), grid_request)
+    if not grid.has_crs:
+        warn("no input layer has a coordinate reference system: the run uses the layers' own coordinates "
+             "(pixel sizes taken as metres) and the outputs have no CRS either")
     network_grid = _network_grid(grid, meta, log)
     readers: Dict[str, SourceReader] = {}
     with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used, options.max_block_width)), \

@@ -5,10 +5,12 @@ Each writer fills a hidden temporary file next to the destination and renames it
 """
 from __future__ import annotations
 
+import errno
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal
@@ -41,22 +43,61 @@ def _sidecars(path: Path):
     return [path.with_name(path.name + ".aux.xml"), path.with_name(path.name + ".ovr")]
 
 
+_OS_CAUSES = {errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+              errno.EROFS: "the file system is read-only", errno.ENOSPC: "no space left on the device",
+              errno.EDQUOT: "the disk quota is exhausted", errno.ENOENT: "the folder does not exist"}
+
+
+def os_cause(error: OSError) -> str:
+    """An OS error as the plain cause an analyst reads ("permission denied")."""
+    return _OS_CAUSES.get(error.errno, (error.strerror or str(error)).lower())
+
+
+def _file_in_the_way(folder: Path) -> Optional[Path]:
+    """The first part of ``folder`` that exists as a regular file (so nothing can be created below it)."""
+    for part in reversed([folder, *folder.parents]):
+        if part.exists() and not part.is_dir():
+            return part
+    return None
+
+
+def folder_problem(folder: Path) -> Optional[str]:
+    """Why files cannot be created in ``folder`` (tried for real: root ignores permission bits),
+    or ``None`` when they can."""
+    blocking = _file_in_the_way(folder)
+    if blocking is not None:
+        return f"'{blocking}' is a file, not a folder"
+    if not folder.is_dir():
+        return "the folder does not exist"
+    probe = folder / f".modalseg-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as exc:
+        return os_cause(exc)
+    probe.unlink()
+    return None
+
+
 class GeoTiffWriter:
     def __init__(self, path: str, grid: Grid, bands: int, dtype, nodata: float,
                  descriptions: Sequence[str] = ()):
         self.path = Path(path)
         if self.path.suffix.lower() not in (".tif", ".tiff"):
             raise EngineError(f"output '{path}' must be a GeoTIFF (.tif)")
-        if not self.path.parent.is_dir():
-            raise EngineError(f"output folder '{self.path.parent}' does not exist")
+        problem = folder_problem(self.path.parent)
+        if problem:
+            raise EngineError(f"cannot write into '{self.path.parent}': {problem}")
         self.dtype = np.dtype(dtype)
         self.temp = self.path.with_name(f".{self.path.stem}.partial-{uuid.uuid4().hex[:8]}.tif")
         options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER", *_compression(),
                    f"PREDICTOR={3 if self.dtype.kind == 'f' else 2}", "NUM_THREADS=2"]
-        self.dataset = gdal.GetDriverByName("GTiff").Create(
-            str(self.temp), grid.width, grid.height, bands, _GDAL_TYPES[self.dtype], options)
+        self.dataset = None
+        with self._writing():
+            self.dataset = gdal.GetDriverByName("GTiff").Create(
+                str(self.temp), grid.width, grid.height, bands, _GDAL_TYPES[self.dtype], options)
         if self.dataset is None:
-            raise EngineError(f"cannot create '{self.temp}'")
+            raise EngineError(f"cannot write '{self.path}': {gdal.GetLastErrorMsg() or 'GDAL cannot create it'}")
         self.dataset.SetGeoTransform(grid.geotransform)
         self.dataset.SetProjection(grid.crs_wkt)
         for i in range(bands):
@@ -81,8 +122,20 @@ class GeoTiffWriter:
     def write(self, y: int, array: np.ndarray, x: int = 0) -> None:
         """A window whose top-left pixel is (x, y); ``array`` is bands x h x w (or h x w for one band)."""
         array = array.reshape((-1,) + array.shape[-2:]).astype(self.dtype, copy=False)
-        for i in range(array.shape[0]):
-            self.dataset.GetRasterBand(i + 1).WriteArray(array[i], x, y)
+        with self._writing():
+            for i in range(array.shape[0]):
+                self.dataset.GetRasterBand(i + 1).WriteArray(array[i], x, y)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """GDAL's and the OS's write failures (disk full...) as one sentence naming the output."""
+        try:
+            yield
+        except RuntimeError as exc:  # GDAL raises when its exceptions are on
+            detail = " ".join(str(exc).split())[:300]
+            raise EngineError(f"cannot write '{self.path}': {detail}") from None
+        except OSError as exc:
+            raise EngineError(f"cannot write '{self.path}': {os_cause(exc)}") from None
 
     def close_for_reading(self) -> str:
         """Close the temporary file and return its path (``abort`` still removes it)."""
@@ -96,20 +149,22 @@ class GeoTiffWriter:
     def finish(self, cloud_optimized: bool = False) -> None:
         """Close the hidden file; ``cloud_optimized`` rewrites it as a COG (with overviews), still
         under a hidden name."""
-        self.dataset.FlushCache()
-        self.dataset = None  # closes the file; GDAL writes PAM metadata (.aux.xml) now
+        with self._writing():
+            self.dataset.FlushCache()
+            self.dataset = None  # closes the file; GDAL writes PAM metadata (.aux.xml) now
         if cloud_optimized:
             self._rewrite_as_cog()
 
     def publish(self) -> str:
         """Rename the finished file (and its sidecars) into place."""
-        for stale in [self.path] + _sidecars(self.path):
-            if stale.exists():
-                stale.unlink()
-        os.replace(self.temp, self.path)
-        for temp_side, final_side in zip(_sidecars(self.temp), _sidecars(self.path)):
-            if temp_side.exists():
-                os.replace(temp_side, final_side)
+        with self._writing():
+            for stale in [self.path] + _sidecars(self.path):
+                if stale.exists():
+                    stale.unlink()
+            os.replace(self.temp, self.path)
+            for temp_side, final_side in zip(_sidecars(self.temp), _sidecars(self.path)):
+                if temp_side.exists():
+                    os.replace(temp_side, final_side)
         return str(self.path)
 
     def _rewrite_as_cog(self) -> None:

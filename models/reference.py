@@ -1,6 +1,6 @@
 """Reference package: a tiny, fast two-input network for the engine's tests and benchmarks.
 
-``python -m modalseg.models.reference --out resources/models/reference`` trains it for a few
+``python -m modalseg.models.reference --out tests/fixtures/models/reference`` trains it for a few
 CPU minutes on the real LiDAR HD samples (houses and fields: optical + nDSM; elevation tiles:
 nDSM only, optical absent) and exports a package. It is independent of the network library so
 the engine can be tested before (and regardless of) the big networks.
@@ -199,7 +199,7 @@ def train_reference(out: Path, minutes: float = 4.0, seed: int = 0, chip: int = 
 
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="resources/models/reference")
+    ap.add_argument("--out", default="tests/fixtures/models/reference")
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -4,7 +4,6 @@ This module is a thin adapter: it reads parameters, hands layers, grid, outputs 
 ``engine.run_segmentation`` and maps engine errors to ``QgsProcessingException``. Binding layers
 to modalities, alignment, tiling, inference and writing all happen in the engine.
 """
-import os
 from typing import Any, Dict, Optional
 
 from qgis.core import (
@@ -21,9 +20,9 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..engine.vocabulary import BLEND_WINDOWS, DEVICES, RUNTIMES, key_at, labels
+from ..engine.vocabulary import BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, RUNTIMES, key_at, labels
 from .base import is_set
-from .compat import NUMBER_INTEGER, WKT_PREFERRED_GDAL
+from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, WKT_PREFERRED_GDAL
 from .dependencies import missing_packages, missing_packages_message
 from .model_inputs import LayersAndModelAlgorithm
 from .styling import input_layer_name, output_styles, style_when_loaded
@@ -52,6 +51,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     MIN_MAPPING_UNIT = "MIN_MAPPING_UNIT"
     CLOUD_OPTIMIZED = "CLOUD_OPTIMIZED"
     SMOOTHING = "SMOOTHING"
+    GROUND_WINDOW = "GROUND_WINDOW"
     OUTPUT = "OUTPUT"
     ROBUSTNESS = "ROBUSTNESS"
     PROBABILITIES = "PROBABILITIES"
@@ -131,6 +131,11 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
                                          defaultValue=0, minValue=0, maxValue=25),
             "Majority filter: every pixel takes the most frequent class within this radius, which rounds "
             "ragged class edges. Applied before the minimum mapping unit.", advanced=True)
+        add(QgsProcessingParameterNumber(self.GROUND_WINDOW, "Ground filter window for a DSM without a DTM (m)",
+                                         NUMBER_DOUBLE, defaultValue=DEFAULT_GROUND_WINDOW_M, minValue=1.0),
+            "When the elevation layer is a DSM and no DTM is given, the DTM is estimated from the DSM by a "
+            "ground filter: anything narrower than this window (buildings, trees) is taken off the ground. "
+            "Make it wider than the largest building.", advanced=True)
         add(QgsProcessingParameterBoolean(self.CLOUD_OPTIMIZED, "Write Cloud-Optimized GeoTIFFs (with overviews)",
                                           defaultValue=False),
             "Rewrites every output as a COG at the end (internal overviews: most frequent class for the "
@@ -165,19 +170,26 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
                 f"The ModalSeg engine could not be loaded ({exc}). Reinstall the plugin or install the "
                 f"missing Python package.") from exc
 
-        package = self.load_model(engine, parameters, context)
+        layers = self.layer_inputs(engine, parameters, context)
+        outputs = self._output_paths(engine, parameters, context)
+        try:  # before anything is read: an output must never replace an input
+            engine.check_outputs(outputs, [layer.path for layer in layers.values()])
+            failure = None
+        except engine.EngineError as exc:
+            failure = str(exc)
+        if failure is not None:
+            raise QgsProcessingException(failure)
+        package = self.load_model(engine, parameters, context, feedback)
         feedback.pushInfo(f"Model: {package.metadata.name} {package.metadata.version} "
                           f"({package.metadata.architecture}) from {package.onnx_path}")
 
-        layers = self.layer_inputs(engine, parameters, context)
-        outputs = self._output_paths(engine, parameters, context)
-        for path in (outputs.classes, outputs.robustness, outputs.probabilities, outputs.confidence):
-            if path:  # Processing users expect a typed-in output folder to be created for them
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        created_folders = []
         try:
-            sources, binding_messages = engine.bind_modalities(package.metadata, layers)
+            # Processing users expect a typed-in output folder to be created for them
+            created_folders = engine.create_output_folders(outputs)
+            sources, binding_messages = engine.bind_modalities(package.metadata, layers, self.bundled_metadata)
             for message in binding_messages:
-                feedback.pushInfo(message)
+                self.engine_log(feedback, message)
             report = engine.run_segmentation(
                 sources, package, self._grid_request(engine, parameters, context), outputs,
                 self._run_options(engine, parameters, context, runtime),
@@ -195,6 +207,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         # __context__ of our exception, it would outlive QGIS and crash the process at exit.
         # The engine itself leaves no output behind on failure or cancel.
         if failure is not None:
+            engine.remove_created_folders(created_folders)
             raise QgsProcessingException(failure)
 
         self._log_report(feedback, package.metadata, report)
@@ -256,7 +269,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             blend=key_at(BLEND_WINDOWS, self.parameterAsEnum(parameters, self.BLEND, context)),
             min_mapping_unit=self.parameterAsInt(parameters, self.MIN_MAPPING_UNIT, context),
             smoothing_radius=self.parameterAsInt(parameters, self.SMOOTHING, context),
-            cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context))
+            cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context),
+            ground_window_m=self.parameterAsDouble(parameters, self.GROUND_WINDOW, context))
 
     @staticmethod
     def _log_report(feedback: QgsProcessingFeedback, metadata: Any, report: Any) -> None:

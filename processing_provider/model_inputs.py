@@ -19,9 +19,12 @@ from .base import ModalSegAlgorithm, gdal_raster_path, is_set, log_warning
 from .paths import BUNDLED_MODELS_DIR
 
 NO_BUNDLED_MODEL = "(no bundled model found: choose a model file below)"
-# First in the list, hence the default: the any-modality network with robustness maps, which also
+# Chosen by 'Automatic' on ties: the any-modality network with robustness maps, which also
 # scores best on the elevation-only towns (benchmarks/accuracy).
 DEFAULT_BUNDLED_MODEL = "modalseg-sgma-urban"
+# Item 0 of the model list, hence the default (and what saved models and batch histories hold).
+AUTOMATIC_MODEL = (f"Automatic: the bundled model that uses the most of the given layers "
+                   f"(ties: {DEFAULT_BUNDLED_MODEL})")
 WARNING_PREFIX = "Warning: "  # how engine log lines mark a warning
 NO_LAYER_MESSAGE = ("Give at least one input layer (optical, elevation, SAR or NIR); "
                     "the model decides which of them it uses.")
@@ -91,14 +94,16 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
 
     def add_model_parameters(self, list_label: str, file_label: str, list_help: str, file_help: str) -> None:
         self._bundled = self._bundled_packages()
-        model_labels = [self._package_label(meta) for _, meta in self._bundled] or [NO_BUNDLED_MODEL]
+        model_labels = [AUTOMATIC_MODEL] + [self._package_label(meta) for meta in self.bundled_metadata] \
+            if self._bundled else [NO_BUNDLED_MODEL]
         self.add(QgsProcessingParameterEnum(self.MODEL, list_label, model_labels, defaultValue=0), list_help)
         self.add(QgsProcessingParameterFile(self.MODEL_FILE, file_label, extension="onnx", optional=True),
                  file_help)
 
     @staticmethod
     def _bundled_packages() -> List[Tuple[Path, Any]]:
-        """Bundled model packages as (onnx path, metadata); empty when the engine can't be imported."""
+        """Bundled model packages as (onnx path, metadata), the default first; empty when the
+        engine can't be imported."""
         try:
             from ..engine import list_packages
         except ImportError:
@@ -109,17 +114,43 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
 
     @staticmethod
     def _package_label(metadata: Any) -> str:
-        inputs = " + ".join(spec.name + ("" if spec.required else "?") for spec in metadata.modalities)
-        return f"{metadata.name} {metadata.version} ({inputs})"
+        """Name, version, inputs and measured accuracy per input subset (from the package metadata)."""
+        from ..engine import describe_package  # importable: the list above came from the engine
+
+        return describe_package(metadata)
+
+    @property
+    def bundled_metadata(self) -> List[Any]:
+        return [meta for _, meta in self._bundled]
 
     def checkParameterValues(self, parameters: Dict[str, Any],  # noqa: N802 - QGIS API name
                              context: QgsProcessingContext) -> Tuple[bool, str]:
         if not any(is_set(parameters, name) for name in self.INPUT_LAYER_PARAMETERS):
             return False, NO_LAYER_MESSAGE
+        unreadable = self._unreadable_layer_file(parameters)
+        if unreadable:
+            return False, unreadable
         return super().checkParameterValues(parameters, context)
 
+    def _unreadable_layer_file(self, parameters: Dict[str, Any]) -> Optional[str]:
+        """Why a layer given as an existing file cannot be opened (QGIS itself would only say 'not found')."""
+        try:
+            from ..engine import EngineError, open_raster
+        except ImportError:
+            return None  # processAlgorithm reports the import problem
+        for _, layer_parameter, _ in self.MODALITY_PARAMETERS:
+            value = parameters.get(layer_parameter)
+            if isinstance(value, str) and os.path.isfile(value):
+                try:
+                    open_raster(value)
+                except EngineError as exc:
+                    message = str(exc)
+                    return f"{layer_parameter}: {message[0].upper()}{message[1:]}."
+        return None
+
     # -- reading them ---------------------------------------------------------------------------
-    def model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+    def model_path(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext,
+                   feedback: Optional[QgsProcessingFeedback] = None) -> str:
         model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context)
         if model_file:
             if not os.path.exists(model_file):
@@ -130,14 +161,28 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
             raise QgsProcessingException(
                 f"No bundled model package was found in '{BUNDLED_MODELS_DIR}'; choose a model file "
                 f"(a ModalSeg .onnx package).")
-        if not 0 <= index < len(self._bundled):
-            raise QgsProcessingException(f"Model number {index} does not exist; there are "
-                                         f"{len(self._bundled)} bundled models (0 to {len(self._bundled) - 1}).")
-        return str(self._bundled[index][0])
+        if not 0 <= index <= len(self._bundled):
+            raise QgsProcessingException(f"Model number {index} does not exist; choose 0 (automatic) or a bundled "
+                                         f"model (1 to {len(self._bundled)}).")
+        if index > 0:
+            return str(self._bundled[index - 1][0])
+        try:  # the engine decides; this adapter only reports its choice
+            choice, failure = engine.choose_package(self.bundled_metadata, self.layer_inputs(engine, parameters,
+                                                                                            context),
+                                                    DEFAULT_BUNDLED_MODEL), None
+        except engine.EngineError as exc:
+            choice, failure = None, str(exc)
+        if choice is None:
+            raise QgsProcessingException(failure)
+        if feedback is not None:
+            feedback.pushInfo(choice.reason[0].upper() + choice.reason[1:])
+        return str(self._bundled[choice.index][0])
 
-    def load_model(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:
+    def load_model(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext,
+                   feedback: Optional[QgsProcessingFeedback] = None) -> Any:
+        path = self.model_path(engine, parameters, context, feedback)
         try:
-            package, failure = engine.load_package(self.model_path(parameters, context)), None
+            package, failure = engine.load_package(path), None
         except engine.PackageError as exc:
             package, failure = None, str(exc)
         if package is None:  # raised outside the except block: nothing of the failed load stays alive
@@ -154,8 +199,8 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
             layer = self.parameterAsRasterLayer(parameters, layer_parameter, context)
             source = gdal_raster_path(layer, f"{role} input '{parameters.get(layer_parameter)}'")
             bands = None
-            if band_parameter is not None:
-                bands = tuple(b for b in self.parameterAsInts(parameters, band_parameter, context) if b > 0) or None
+            if band_parameter is not None and is_set(parameters, band_parameter):
+                bands = self._band_list(engine, parameters, band_parameter, context)
             if role == "elevation":
                 layers[role] = engine.LayerInput(source, bands=bands, elevation_type=elevation_type)
             else:
@@ -163,6 +208,20 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
         if not any(role != "dtm" for role in layers):
             raise QgsProcessingException(NO_LAYER_MESSAGE)
         return layers
+
+    def _band_list(self, engine: Any, parameters: Dict[str, Any], name: str,
+                   context: QgsProcessingContext) -> Optional[Tuple[int, ...]]:
+        """A band list in the forms users type (``4,3,2``, ``4;3;2``) or Processing passes (a list);
+        QGIS's own conversion reads ``4,3,2`` as 0, so the raw value is parsed, and refused when
+        it is not band numbers."""
+        raw = parameters.get(name)
+        if not isinstance(raw, (str, int, list, tuple)):  # e.g. a model child's value: QGIS evaluates it
+            raw = list(self.parameterAsInts(parameters, name, context))
+        try:
+            return engine.parse_band_list(raw, name)
+        except engine.EngineError as exc:
+            failure = str(exc)
+        raise QgsProcessingException(failure[0].upper() + failure[1:] + ".")
 
     # -- feedback ---------------------------------------------------------------------------------
     @staticmethod

@@ -11,7 +11,7 @@ from osgeo import gdal
 from modalseg.engine import (Cancelled, EngineError, GridRequest, LayerInput, OutputPaths, RunOptions,
                              bind_modalities, load_package, run_segmentation)
 from tests.fixtures.onnx_models import make_constant, make_pixelwise
-from tests.fixtures.paths import REPO_ROOT
+from tests.fixtures.paths import REFERENCE_PACKAGE
 from tests.fixtures.rasters import read, smooth_field, write_raster, wkt_of
 
 GT = (500000.0, 1.0, 0.0, 6000000.0, 0.0, -1.0)  # EPSG:32631, 1 m pixels
@@ -88,7 +88,7 @@ def test_blocks_give_the_same_result_as_one_pass(scene, tmp_path, rows_per_block
     # A convolutional model: tiles disagree near their edges, so a block that missed a halo tile
     # (or blended a neighbour's) would change the blended values. With a tiny GDAL cache the output
     # blocks that two column blocks share are flushed half-written and completed later.
-    package = load_package(REPO_ROOT / "resources" / "models" / "reference" / "reference.onnx")
+    package = load_package(REFERENCE_PACKAGE)
     layers = {"optical": LayerInput(str(scene["optical"])), "elevation": LayerInput(str(scene["ndsm"]))}
     _, whole = _run(package, layers, tmp_path / "whole", tile_size=48, overlap=16, max_block_width=0)
     previous = gdal.GetCacheMax()
@@ -295,7 +295,7 @@ def test_centre_crop_stitching_covers_every_pixel(models, scene, tmp_path):
     assert np.abs(out["probabilities"][0] - probabilities).max() < 1e-5
 
 
-REFERENCE = Path(__file__).resolve().parents[2] / "resources" / "models" / "reference"
+REFERENCE = REFERENCE_PACKAGE.parent
 
 
 @pytest.mark.skipif(not (REFERENCE / "reference.onnx").exists(), reason="reference package not built")

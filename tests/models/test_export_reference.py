@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.paths import REPO_ROOT, SHARED_DATA
+from tests.fixtures.paths import REFERENCE_PACKAGE, SHARED_DATA
 from modalseg.engine.metrics import confusion_matrix, per_class
 from modalseg.engine.normalize import normalize
 from modalseg.engine.package import load_package
@@ -12,7 +12,7 @@ from modalseg.models.reference import build_reference_net
 from modalseg.models.data.rasters import find_lidar_stacks
 
 torch.set_num_threads(1)
-PKG = REPO_ROOT / "resources" / "models" / "reference"
+PKG = REFERENCE_PACKAGE.parent
 
 
 @pytest.fixture(scope="module")

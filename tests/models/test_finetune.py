@@ -8,11 +8,11 @@ import pytest
 from modalseg.engine import LayerInput, bind_modalities, load_package
 from modalseg.engine.errors import Cancelled, EngineError
 from modalseg.models.finetune import ClassResolver, FinetuneOptions, LabelInput, _split, finetune
-from tests.fixtures.paths import REPO_ROOT, SHARED_DATA
+from tests.fixtures.paths import REFERENCE_PACKAGE, SHARED_DATA
 
 HOUSES = SHARED_DATA / "lidarhd_houses"
 STEM = "lidarprod_870000_6618000"
-PACKAGE = REPO_ROOT / "resources" / "models" / "reference" / "reference.onnx"
+PACKAGE = REFERENCE_PACKAGE
 FAST = dict(epochs=3, chip=64, batch_size=4, steps_per_epoch=3, patience=0)
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REFERENCE_PACKAGE
 from tests.plugin.helpers import SHARED_DATA
 
 HOUSES = SHARED_DATA / "lidarhd_houses"
 STEM = "lidarprod_870000_6618000"
-REFERENCE_PACKAGE = Path(__file__).resolve().parents[2] / "resources" / "models" / "reference" / "reference.onnx"
 
 
 @pytest.fixture(scope="module")

@@ -117,18 +117,19 @@ def test_model_list_shows_bundled_packages(qgis_app):
     from qgis.core import QgsApplication
 
     from modalseg.engine import list_packages
-    from modalseg.processing_provider.model_inputs import (BUNDLED_MODELS_DIR, DEFAULT_BUNDLED_MODEL,
-                                                           NO_BUNDLED_MODEL)
+    from modalseg.processing_provider.model_inputs import (AUTOMATIC_MODEL, BUNDLED_MODELS_DIR,
+                                                           DEFAULT_BUNDLED_MODEL, NO_BUNDLED_MODEL)
 
     options = QgsApplication.processingRegistry().algorithmById("modalseg:segment") \
         .parameterDefinition("MODEL").options()
     bundled = list_packages(BUNDLED_MODELS_DIR) if BUNDLED_MODELS_DIR.is_dir() else []
     if bundled:
-        assert len(options) == len(bundled)
+        assert len(options) == len(bundled) + 1
+        assert options[0] == AUTOMATIC_MODEL  # enum default = index 0
         labels = {f"{meta.name} {meta.version}" for _, meta in bundled}
-        assert {label.split(" (")[0] for label in options} <= labels
+        assert {label.split(":")[0] for label in options[1:]} == labels
         default = next(meta for _, meta in bundled if meta.name == DEFAULT_BUNDLED_MODEL)
-        assert options[0].startswith(f"{default.name} {default.version}")  # enum default = index 0
+        assert options[1].startswith(f"{default.name} {default.version}")
     else:
         assert options == [NO_BUNDLED_MODEL]
 

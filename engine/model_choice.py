@@ -1,0 +1,131 @@
+"""Which model package suits the given layers, and how a package presents itself in a list.
+
+The automatic choice takes the package that uses the most of the analyst's layers (a layer is
+used when the package has an input of its role; a DTM when it turns the given DSM into the nDSM
+the package takes); ties go to the default package. Packages that require a layer that was not
+given cannot be chosen.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Sequence
+
+from .binding import ROLE_LABELS, ROLES, LayerInput, role_of_kind
+from .errors import EngineError
+from .package import ModalitySpec, PackageMetadata
+
+_KIND_LABELS = {"optical": "optical", "nir": "NIR", "sar": "SAR", "dsm": "DSM", "ndsm": "nDSM", "dtm": "DTM"}
+_RGB = ("red", "green", "blue")
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int  # into the candidates
+    reason: str  # for the log
+
+
+def accepted_roles(meta: PackageMetadata) -> List[str]:
+    """The layer roles ``meta`` reads, in ``ROLES`` order; a DTM counts for packages taking an nDSM
+    (DSM - DTM)."""
+    roles = {role_of_kind(spec.kind) for spec in meta.modalities}
+    if any(spec.kind == "ndsm" for spec in meta.modalities):
+        roles.add("dtm")
+    return [role for role in ROLES if role in roles]
+
+
+def used_roles(meta: PackageMetadata, given: Sequence[str]) -> List[str]:
+    """The given roles ``meta`` would use (a DTM only with an elevation layer beside it)."""
+    accepted = accepted_roles(meta)
+    return [role for role in given if role in accepted and (role != "dtm" or "elevation" in given)]
+
+
+def _missing_required(meta: PackageMetadata, given: Sequence[str]) -> List[str]:
+    return [role_of_kind(spec.kind) for spec in meta.modalities
+            if spec.required and role_of_kind(spec.kind) not in given]
+
+
+def packages_using(role: str, candidates: Sequence[PackageMetadata]) -> List[str]:
+    """Names of the candidates with an input for ``role``."""
+    return [meta.name for meta in candidates if role in accepted_roles(meta)]
+
+
+def _given_roles(layers: Mapping[str, LayerInput]) -> List[str]:
+    return [role for role in ROLES if layers.get(role) is not None and layers[role].path]
+
+
+def _role_list(roles: Sequence[str]) -> str:
+    return ", ".join(ROLE_LABELS[role] for role in roles)
+
+
+def choose_package(candidates: Sequence[PackageMetadata], layers: Mapping[str, LayerInput],
+                   default: str) -> Choice:
+    """The candidate that uses the most of ``layers`` (ties: the one named ``default``, else the first)."""
+    given = _given_roles(layers)
+    if not candidates:
+        raise EngineError("no model package is available to choose from; give a model file")
+    scores: Dict[int, int] = {}
+    for index, meta in enumerate(candidates):
+        if not _missing_required(meta, given):
+            scores[index] = len(used_roles(meta, given))
+    best = max(scores.values(), default=0)
+    if best == 0 or all(role == "dtm" for role in given):
+        takes = sorted({role for meta in candidates for role in accepted_roles(meta) if role != "dtm"},
+                       key=ROLES.index)
+        raise EngineError(f"none of the bundled models uses the given layers ({_role_list(given)}); they take "
+                          f"{' and '.join(ROLE_LABELS[role] for role in takes)} layers: give one of those, or a "
+                          "model file that takes yours")
+    tied = [index for index, score in scores.items() if score == best]
+    index = next((i for i in tied if candidates[i].name == default), tied[0])
+    meta = candidates[index]
+    used = used_roles(meta, given)
+    reason = (f"model (automatic): {meta.name} {meta.version}, which uses {len(used)} of the {len(given)} given "
+              f"layer(s) ({_role_list(used)})")
+    if len(tied) > 1:
+        reason += f"; {len(tied) - 1} other bundled model(s) use as many, and ties go to the default"
+    else:
+        reason += "; no other bundled model uses as many"
+    return Choice(index, reason)
+
+
+def _modality_label(spec: ModalitySpec) -> str:
+    label = _KIND_LABELS[spec.kind]
+    if spec.kind == "optical":
+        label += " RGB" if tuple(spec.band_names) == _RGB else f" ({spec.bands} bands)"
+    return label
+
+
+def inputs_label(meta: PackageMetadata) -> str:
+    """What a package takes, in words: 'optical RGB and/or nDSM', 'needs SAR; optional optical RGB'."""
+    required = [_modality_label(spec) for spec in meta.modalities if spec.required]
+    optional = [_modality_label(spec) for spec in meta.modalities if not spec.required]
+    if not required:
+        return " and/or ".join(optional)
+    text = "needs " + " + ".join(required)
+    return text + (f"; optional {', '.join(optional)}" if optional else "")
+
+
+def _subset_label(subset: str, meta: PackageMetadata) -> str:
+    kinds = {spec.name: _KIND_LABELS[spec.kind] for spec in meta.modalities}
+    return "+".join(kinds.get(name, name) for name in subset.split("+"))
+
+
+def accuracy_label(meta: PackageMetadata) -> str:
+    """Validation mIoU per evaluation group and input subset from the package's metrics, e.g.
+    'mIoU RGB tiles: optical+nDSM 99.6, nDSM 99.4; towns: nDSM 74.2'."""
+    validation = meta.metrics.get("validation")
+    groups = []
+    if isinstance(validation, dict):
+        for group, figures in validation.items():
+            subsets = figures.get("subsets", {}) if isinstance(figures, dict) else {}
+            scored = [(name, row["miou"]) for name, row in subsets.items()
+                      if isinstance(row, dict) and isinstance(row.get("miou"), (int, float))]
+            scored.sort(key=lambda item: (-len(item[0].split("+")), -item[1]))  # fullest input set first
+            if scored:
+                groups.append(f"{group.replace('_', ' ').replace('rgb', 'RGB')}: " + ", ".join(
+                    f"{_subset_label(name, meta)} {100 * miou:.1f}" for name, miou in scored))
+    return "mIoU " + "; ".join(groups) if groups else "no accuracy figures"
+
+
+def describe_package(meta: PackageMetadata) -> str:
+    """One line for a model list: name, version, inputs and measured accuracy per input subset."""
+    return f"{meta.name} {meta.version}: {inputs_label(meta)}; {accuracy_label(meta)}"
