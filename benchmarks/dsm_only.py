@@ -94,7 +94,7 @@ def main() -> None:
     args = parser.parse_args()
     expose_plugin_package()
     from modalseg.engine import load_package
-    from modalseg.engine.ground import DEFAULT_GROUND_WINDOW_M
+    from modalseg.engine.vocabulary import DEFAULT_GROUND_WINDOW_M
 
     window = args.window or DEFAULT_GROUND_WINDOW_M
     package = load_package(args.model)

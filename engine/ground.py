@@ -26,7 +26,6 @@ from .reader import PLAUSIBLE_HEIGHT_M, BandReader, pixel_window
 if TYPE_CHECKING:  # binding imports this module
     from .binding import Source
 
-DEFAULT_GROUND_WINDOW_M = 40.0  # larger than most buildings' smaller side; an advanced parameter
 # A DSM's 1st percentile above this is far from the 0 m an nDSM has on every ground pixel.
 _DSM_LOW_PERCENTILE_M = 0.5
 _BELOW_ZERO_M, _BELOW_ZERO_SHARE = -0.1, 0.01  # heights above ground are never below 0 m
@@ -48,8 +47,8 @@ def elevation_kind_from_values(path: str, band: int = 1, max_size: int = 512) ->
     finally:
         reader.close()
     values = data[0][valid]
-    if values.size == 0:
-        raise EngineError(f"the elevation layer '{path}' has no valid pixel (nodata everywhere)")
+    if values.size == 0:  # the run says so, naming the layer; binding just keeps the old default
+        return "ndsm", "it holds no valid height to tell otherwise"
     low = float(np.percentile(values, 1.0))
     below_zero = float(np.mean(values < _BELOW_ZERO_M))
     if low > _DSM_LOW_PERCENTILE_M:

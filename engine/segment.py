@@ -14,7 +14,7 @@ from .binding import Source, reference_order
 from .blending import FinishedRows
 from .errors import Cancelled, EngineError
 from .grid import Grid, GridRequest, reference_grid
-from .ground import DEFAULT_GROUND_WINDOW_M, estimated_ground
+from .ground import estimated_ground
 from .normalize import Range, percentile_range
 from .outputs import OutputPaths, OutputSet, check_output_folders, check_outputs
 from .package import ModelPackage, PackageMetadata
@@ -22,6 +22,7 @@ from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
 from .runtime import NetworkLoader, make_runner
 from .tiling import plan_tiles
+from .vocabulary import DEFAULT_GROUND_WINDOW_M
 
 __all__ = ["RunOptions", "RunReport", "run_segmentation"]
 

@@ -29,12 +29,15 @@ BLEND_WINDOWS: Choices = (
     ("none", "None (uniform weights: plain average of overlapping tiles)"),
     ("crop", "Centre crop (each tile keeps only its centre: hard seams, for comparison)"),
 )
-# What the elevation layer holds; "auto" decides from whether a DTM is given too.
+# What the elevation layer holds; "auto" decides from a DTM given too, else from the values.
 ELEVATION_TYPES: Choices = (
-    ("auto", "Auto: a DSM when a DTM is given below, else an nDSM"),
-    ("dsm", "DSM - surface heights above sea level (m)"),
+    ("auto", "Auto: a DSM when a DTM is given below, else judged from the heights (an nDSM is 0 m on the ground)"),
+    ("dsm", "DSM - surface heights above sea level (m); without a DTM, one is estimated from it"),
     ("ndsm", "nDSM - heights above ground (m)"),
 )
+# Ground filter window (metres) estimating the DTM of a DSM given without one: larger than most
+# buildings' smaller side (engine.ground).
+DEFAULT_GROUND_WINDOW_M = 40.0
 
 
 def keys(choices: Choices) -> Tuple[str, ...]:

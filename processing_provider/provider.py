@@ -39,6 +39,9 @@ class ModalSegProvider(QgsProcessingProvider):
         from .algorithm_evaluate import EvaluateAlgorithm
 
         self.addAlgorithm(EvaluateAlgorithm())
+        from .algorithm_rasterize_point_cloud import RasterizePointCloudAlgorithm
+
+        self.addAlgorithm(RasterizePointCloudAlgorithm())
         from .algorithm_finetune import FinetuneAlgorithm
 
         self.addAlgorithm(FinetuneAlgorithm())

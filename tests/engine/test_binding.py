@@ -53,9 +53,10 @@ def test_no_layer_is_refused():
         bind_modalities(META, {})
 
 
-def test_dsm_without_dtm_is_refused_for_an_ndsm_model(rasters):
-    with pytest.raises(EngineError, match="also give a DTM"):
-        bind_modalities(META, {"elevation": LayerInput(rasters["dsm"], elevation_type="dsm")})
+def test_dsm_without_dtm_gets_an_estimated_dtm_for_an_ndsm_model(rasters):
+    sources, messages = bind_modalities(META, {"elevation": LayerInput(rasters["dsm"], elevation_type="dsm")})
+    assert sources[0].estimate_ground and not sources[0].subtract_path
+    assert any("minus a DTM estimated from it (ground filter) = nDSM" in m for m in messages)
 
 
 def test_dsm_minus_dtm_gives_the_ndsm(rasters, tmp_path):

@@ -29,7 +29,7 @@ def scene(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scene")
     h, w = 150, 230
     optical = np.stack([smooth_field((h, w), s) for s in (1, 2, 3)]) * 255
-    ndsm = smooth_field((h, w), 4) * 20
+    ndsm = np.maximum(smooth_field((h, w), 4) * 24 - 4, 0)  # 0 m on the ground, as nDSMs are (Auto)
     return {
         "optical": write_raster(folder / "optical.tif", optical.astype(np.uint8), 32631, GT),
         "ndsm": write_raster(folder / "ndsm.tif", ndsm.astype(np.float32), 32631, GT),
@@ -138,13 +138,13 @@ def test_nodata_in_any_modality_is_nodata_in_every_output(models, tmp_path):
     h, w = 70, 90
     optical = (np.stack([smooth_field((h, w), s) for s in (5, 6, 7)]) * 60000).astype(np.uint16)
     optical[:, 10:20, 10:30] = 65535  # optical nodata
-    ndsm = (smooth_field((h, w), 8) * 20).astype(np.float32)
+    ndsm = np.maximum(smooth_field((h, w), 8) * 24 - 4, 0).astype(np.float32)  # 0 m on the ground
     ndsm[40:50, 50:60] = np.nan
     ndsm[0:5, :] = -9999  # declared nodata
     opt_path = write_raster(tmp_path / "o.tif", optical, 32631, GT, nodata=65535)
     ndsm_path = write_raster(tmp_path / "n.tif", ndsm, 32631, GT, nodata=-9999)
-    _, out = _run(models["pixelwise"], {"optical": LayerInput(str(opt_path)), "elevation": LayerInput(str(ndsm_path))},
-                  tmp_path / "out")
+    report, out = _run(models["pixelwise"], {"optical": LayerInput(str(opt_path)),
+                                             "elevation": LayerInput(str(ndsm_path))}, tmp_path / "out")
     classes = out["classes"][0]
     invalid = np.zeros((h, w), bool)
     invalid[10:20, 10:30] = invalid[40:50, 50:60] = invalid[0:5, :] = True
@@ -152,8 +152,13 @@ def test_nodata_in_any_modality_is_nodata_in_every_output(models, tmp_path):
     assert np.all(classes[~invalid] > 0)
     assert np.all(np.isnan(out["robustness"][0][:, invalid]))
     assert not np.isnan(out["robustness"][0][:, ~invalid]).any()
-    # uint16 values are used as they are (minmax 0..255 then clipped): no silent /255 or /65535.
-    probabilities, _ = _expected_pixelwise(np.minimum(optical, 255), np.where(invalid, 0, ndsm))
+    # uint16 values far above the recipe's 0..255 are stretched onto it, said in a warning: the
+    # 1st-99th percentiles of the valid pixels (all bands together) become 0 and 255.
+    assert any(w.startswith(f"the optical layer '{opt_path}' holds values") and "stretched" in w
+               for w in report.warnings)
+    low, high = np.percentile(optical[:, optical[0] != 65535].astype(np.float64), [1, 99])
+    stretched = np.clip((optical - low) * 255.0 / (high - low), 0, 255)
+    probabilities, _ = _expected_pixelwise(stretched, np.where(invalid, 0, ndsm))
     assert np.abs(out["probabilities"][0][:, ~invalid] - probabilities[:, ~invalid]).max() < 1e-5
 
 
