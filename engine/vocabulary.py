@@ -31,8 +31,8 @@ BLEND_WINDOWS: Choices = (
 )
 # What the elevation layer holds; "auto" decides from a DTM given too, else from the values.
 ELEVATION_TYPES: Choices = (
-    ("auto", "Auto: a DSM when a DTM is given below, else judged from the heights (an nDSM is 0 m on the ground)"),
-    ("dsm", "DSM - surface heights above sea level (m); without a DTM, one is estimated from it"),
+    ("auto", "Auto: a DSM when a DTM is given, else judged from the heights"),
+    ("dsm", "DSM - heights above sea level (m); a DTM is estimated if none is given"),
     ("ndsm", "nDSM - heights above ground (m)"),
 )
 # Ground filter window (metres) estimating the DTM of a DSM given without one: larger than most
