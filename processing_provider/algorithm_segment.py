@@ -67,16 +67,24 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "segmentation network, and maps how much each input drove the decision.</p>"
             "<p><b>Inputs.</b> Give at least one layer. The model decides which inputs it uses and which "
             "it requires; the log says how each layer was bound (e.g. <i>optical &larr; ortho.tif bands "
-            "1,2,3</i>). Leave a band selection empty to use the bands in the layer's order. Layers may "
-            "have different CRS, pixel sizes and extents: they are read through one common grid, by "
-            "default the optical layer's (else the first layer's).</p>"
-            "<p><b>Model.</b> Pick a bundled model package, or point <i>Model file</i> to any ModalSeg "
-            "package (.onnx with its .json beside it); the file wins over the list.</p>"
+            "1,2,3</i>). Leave a band selection empty to use the bands in the layer's order; from the "
+            "command line a band list is written <i>4,3,2</i> or <i>4;3;2</i>, and anything else stops "
+            "the run. A layer or band the model does not use is named in a warning, with the bundled "
+            "model that would use it. Layers may have different CRS, pixel sizes and extents, and may be "
+            "stored south-up or rotated: they are read through one common north-up grid, by default the "
+            "optical layer's (else the first layer's). Layers without a CRS run in their own coordinates "
+            "(with a warning) when none has one; mixed with layers that have one they are refused.</p>"
+            "<p><b>Model.</b> <i>Automatic</i> (the default) takes the bundled package that uses the most "
+            "of the given layers (ties: modalseg-sgma-urban) and logs why. Each package in the list shows "
+            "its inputs and its validation mIoU per input subset. Or point <i>Model file</i> to any "
+            "ModalSeg package (.onnx with its .json beside it); the file wins over the list.</p>"
             "<p><b>Outputs.</b> <i>Classified raster</i>: one byte per pixel, class names and colours "
             "from the model, nodata outside the valid data. <i>Robustness</i>: one band per modality "
             "used (band description = modality), the share (0-1) of each modality in the decision; "
             "the shares sum to 1 per pixel. <i>Class probabilities</i> (one band per class) and "
-            "<i>Confidence</i> (top probability) are optional. All outputs are GeoTIFF.</p>"
+            "<i>Confidence</i> (top probability) are optional. All outputs are GeoTIFF. An output that "
+            "is one of the input files (links included), or two outputs in one file, stop the run before "
+            "anything is read; a missing output folder is created. A failed run leaves no file.</p>"
             "<p><b>Advanced.</b> Tile size and overlap default to the model's; the blend window "
             "weights overlapping tiles so seams vanish. The network runs on a CUDA GPU when one is "
             "available (device <i>auto</i>).</p>"
@@ -89,7 +97,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         self.add_modality_parameters()
         self.add_model_parameters(
             "Model (bundled package)", "Model file (.onnx package; overrides the list above)",
-            "Model packages shipped with the plugin, with the inputs each one uses ('?' = optional).",
+            "Automatic: the bundled package that uses the most of the given layers. Or a package shipped "
+            "with the plugin: each item names its inputs and its validation mIoU per input subset.",
             "A ModalSeg model package: the .onnx graph with its .json metadata beside it, e.g. one written "
             "by fine-tuning.")
 

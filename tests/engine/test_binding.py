@@ -39,7 +39,7 @@ def test_explicit_bands_are_checked(rasters):
     assert sources[0].bands == (3, 2, 4)
     with pytest.raises(EngineError, match="given 2 band"):
         bind_modalities(META, {"optical": LayerInput(rasters["rgbn"], bands=(1, 2))})
-    with pytest.raises(EngineError, match=r"band\(s\) \[9\] do not exist"):
+    with pytest.raises(EngineError, match=r"rgbn\.tif' has 4 band\(s\); band\(s\) 9 do not exist"):
         bind_modalities(META, {"optical": LayerInput(rasters["rgbn"], bands=(1, 2, 9))})
 
 
