@@ -15,6 +15,7 @@ from osgeo import gdal
 
 from .errors import EngineError
 from .grid import Grid, file_grid, grid_of, open_raster, read_failed, reading, same_crs, transform_bounds
+from .normalize import fit_to_recipe
 
 if TYPE_CHECKING:  # binding imports ground, which reads through this module: types only here
     from .binding import Source
@@ -213,8 +214,6 @@ class SourceReader:
         """Before the run: say how many implausible heights become nodata, and bring an optical layer
         whose values do not fit the recipe into its range (whole-layer percentiles, so tiling
         cannot change it)."""
-        from .normalize import fit_to_recipe  # normalize imports the package module only; no cycle
-
         if self.source.is_elevation:
             for reader in (self.main, self.dtm):
                 if reader is not None:
@@ -227,8 +226,8 @@ class SourceReader:
             fit = fit_to_recipe(data, valid, spec.normalization)
             if fit is not None:
                 self.stretch = (fit.gain, fit.offset)
-                warn(f"the {spec.name} layer '{self.source.path}' holds values {fit.found_low:.4g}–{fit.found_high:.4g} "
-                     f"({fit.reason}); the model expects about {fit.target_low:.3g}–{fit.target_high:.3g}, so the "
+                warn(f"the {spec.name} layer '{self.source.path}' holds values "
+                     f"{fit.found_low:.4g}–{fit.found_high:.4g} ({fit.reason}); the model expects about {fit.target_low:.3g}–{fit.target_high:.3g}, so the "
                      f"layer's {fit.low_percentile:g}–{fit.high_percentile:g} % percentiles (whole layer, all "
                      f"bands together) were stretched onto that range")
 

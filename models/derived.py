@@ -22,6 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .networks._base import TrainingBatch
+from .nn.losses import LossSettings
+
 FEATURES = {"elevation_v1": 5}
 
 
@@ -61,8 +64,7 @@ class DerivedInputs(nn.Module):
         self.num_classes = self.inner.num_classes
         self.has_robustness = bool(getattr(self.inner, "has_robustness", False))
         self.size_multiple = int(getattr(self.inner, "size_multiple", 1))
-        if hasattr(self.inner, "forward_train"):
-            self.forward_train = self._forward_train  # SGMA dual path passes through
+        self.encoder_modules = tuple(f"inner.{name}" for name in self.inner.encoder_modules)
 
     def _expand(self, inputs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         return {m: elevation_features(x) if m in self.derive else x for m, x in inputs.items()}
@@ -70,8 +72,14 @@ class DerivedInputs(nn.Module):
     def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> Dict[str, Tensor]:
         return self.inner(self._expand(inputs), present)
 
-    def _forward_train(self, inputs: Mapping[str, Tensor], present: Tensor, **kwargs) -> Dict[str, Any]:
-        return self.inner.forward_train(self._expand(inputs), present, **kwargs)
+    def terms(self, settings: LossSettings) -> Dict[str, Any]:
+        return self.inner.terms(settings)
+
+    def training_loss(self, batch: TrainingBatch, settings: LossSettings = LossSettings()
+                      ) -> tuple[Tensor, Dict[str, float]]:
+        """The inner network's training step (its auxiliary losses included) on the derived features."""
+        derived = TrainingBatch(self._expand(batch.inputs), batch.present, batch.target)
+        return self.inner.training_loss(derived, settings)
 
 
 def build_derived(config: Mapping[str, Any]) -> DerivedInputs:

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from .data.shared_data import SHARED_DATA
+
 MODALITIES = {"optical": 3, "ndsm": 1}
 SOURCES = {"optical": "rgb", "ndsm": "ndsm"}
 
@@ -33,19 +34,19 @@ def build_reference_net(config: Optional[Dict] = None):
     from torch import nn
     import torch.nn.functional as F
 
+    from .networks._base import SegNetwork
+
     cfg = {"width": 24, "num_classes": 6, "modalities": dict(MODALITIES)}
     cfg.update(config or {})
 
-    class ReferenceNet(nn.Module):
+    class ReferenceNet(SegNetwork):
+        has_robustness = True
+        size_multiple = 8
+        encoder_modules = ("enc",)
+
         def __init__(self) -> None:
-            super().__init__()
-            w = cfg["width"]
-            self.config = cfg
-            self.modalities = list(cfg["modalities"])
-            self.in_channels = dict(cfg["modalities"])
-            self.num_classes = cfg["num_classes"]
-            self.has_robustness = True
-            self.size_multiple = 8
+            super().__init__(cfg)
+            w = self.config["width"]
             # 4x4 stride-4 patch embedding: all the heavy work runs at 1/16 of the pixels
             self.enc = nn.ModuleDict({m: nn.Sequential(
                 nn.Conv2d(c, w, 4, 4), nn.ReLU(inplace=True),
@@ -113,10 +114,11 @@ def _metadata(metrics: Dict, train_desc: str) -> Dict:
 def train_reference(out: Path, minutes: float = 4.0, seed: int = 0, chip: int = 128, batch: int = 8,
                     log=None) -> Path:
     import torch
-    import torch.nn.functional as F
 
     from .data.chips import IGNORE, ChipSampler
     from .export import NDSM_NORM, OPTICAL_NORM, export_package
+    from .networks._base import TrainingBatch
+    from .nn.losses import LossSettings
     from ..engine.metrics import confusion_matrix, summarize
 
     log = log or functools.partial(print, flush=True)  # flushed: progress visible in nohup logs
@@ -135,16 +137,16 @@ def train_reference(out: Path, minutes: float = 4.0, seed: int = 0, chip: int = 
     net = build_reference_net()
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     # rarer classes weigh more (building, low vegetation are few pixels in these tiles)
-    class_w = torch.tensor([1.0, 2.0, 2.0, 1.5, 1.0, 1.0])
+    settings = LossSettings(class_weights=torch.tensor([1.0, 2.0, 2.0, 1.5, 1.0, 1.0]))
     t0, step = time.time(), 0
     while time.time() - t0 < minutes * 60:
         for g in opt.param_groups:  # linear decay over the time budget
             g["lr"] = 3e-3 * max(0.05, 1.0 - (time.time() - t0) / (minutes * 60))
         b = sampler.batch(batch, rng)
         net.train()
-        out_ = net({m: torch.from_numpy(b[m]) for m in MODALITIES}, torch.from_numpy(b["present"]))
-        loss = F.cross_entropy(out_["logits"], torch.from_numpy(b["label"]).long(), ignore_index=IGNORE,
-                               weight=class_w)
+        loss, _ = net.training_loss(TrainingBatch({m: torch.from_numpy(b[m]) for m in MODALITIES},
+                                                  torch.from_numpy(b["present"]),
+                                                  torch.from_numpy(b["label"]).long()), settings)
         opt.zero_grad()
         loss.backward()
         opt.step()

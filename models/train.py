@@ -2,9 +2,11 @@
 
 Chips are drawn on the fly from aligned raster stacks (see ``models.data.chips``); every stack
 is split into a training area and a spatially separate validation strip (config
-``data.val_fraction`` / ``data.val_side``). Networks exposing ``forward_train`` (SGMA) are trained
-with the dual-path loss ``l1 * CE(SGF) + l2 * CE(MAS)`` (digest §5.5, lambda = (2, 1));
-other networks get modality dropout from the sampler. Progress lines go to stdout; a checkpoint
+``data.val_fraction`` / ``data.val_side``). Each step's loss is the network's own
+``training_loss`` (its paper's auxiliary losses included: SGMA's dual path, MoBaNet's masking,
+ASANet's auxiliary head, AMMNet's alignment), with the recipe's class weights, optional hard-pixel
+term (``train.hard_pixel``) and overrides of the network's loss weights (``train.loss_terms``);
+modality dropout comes from the sampler (``data.drop_prob``). Progress lines go to stdout; a checkpoint
 (``<out>.ckpt/last.pt``: weights, optimiser, step, RNG state, best score) is written every
 ``ckpt_every`` steps and ``--resume`` continues from it. At the end the best weights (by
 validation score) are evaluated per modality subset and exported as a model package.
@@ -26,9 +28,9 @@ from ..engine.metrics import SubsetEvaluator, modality_subsets
 from ..engine.normalize import normalize
 from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
 from .data.rasters import find_lidar_stacks
+from .data.shared_data import PLUGIN_ROOT, SHARED_DATA
+from .optimisation import apply_gradients, lr_at, set_learning_rate
 
-PLUGIN_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PLUGIN_ROOT.parent / "shared" / "data"
 CLASS_NAMES = ["ground", "building", "low_vegetation", "tree", "water", "other"]
 MIN_SUPPORT = 200  # foreground classes with fewer validation pixels in a group stay out of its mIoU
 
@@ -155,17 +157,12 @@ def selection_score(results: Dict[str, Any]) -> float:
     return float(np.mean(vals)) if vals else 0.0
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
-    """Warm-up at 10 % of the base rate (SGMA recipe), then polynomial decay (power 0.9)."""
-    if step < warmup:
-        return base * (0.1 + 0.9 * step / max(1, warmup))
-    return base * max(0.0, 1 - (step - warmup) / max(1, total - warmup)) ** 0.9 + 1e-6
-
-
 def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
           log: Optional[Callable[[str], None]] = None) -> Path:
     import torch
-    import torch.nn.functional as F
+
+    from .networks._base import TrainingBatch
+    from .nn.losses import LossSettings
 
     log = log or functools.partial(print, flush=True)
     tr = cfg["train"]
@@ -179,6 +176,9 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
     ckpt_dir.mkdir(parents=True, exist_ok=True)
 
     train_areas, val_areas, weights, groups = build_areas(cfg)
+    if not train_areas:
+        raise ValueError(f"no training tile (a '<stem>_label.tif' with its layers) in the folders of "
+                         f"{cfg.get('_config_path', 'the config')} under {cfg['data'].get('root', SHARED_DATA)}")
     mods = [m["name"] for m in cfg["modalities"]]
     data = cfg["data"]
     sampler = ChipSampler(
@@ -198,13 +198,13 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
                             weight_decay=float(tr.get("weight_decay", 1e-4)))
     steps, batch = int(tr["steps"]), int(tr.get("batch", 8))
     warmup = int(tr.get("warmup", steps // 20))
-    lam = tr.get("lambda", [2.0, 1.0])
-    use_mas = bool(tr.get("mas", True)) and hasattr(net, "forward_train")
-    cw = tr.get("class_weights")
-    class_w = torch.tensor(cw, dtype=torch.float32) if cw else None
     # optional hard-pixel (OHEM-style) term next to the plain CE: {"keep": 0.25, "weight": 1.0}
     hp = tr.get("hard_pixel") or {}
-    hp_keep, hp_w = float(hp.get("keep", 0.25)), float(hp.get("weight", 0.0))
+    cw = tr.get("class_weights")
+    settings = LossSettings(class_weights=torch.tensor(cw, dtype=torch.float32) if cw else None,
+                            hard_pixel_keep=float(hp.get("keep", 0.25)), hard_pixel_weight=float(hp.get("weight", 0.0)),
+                            terms=dict(tr.get("loss_terms", {})))
+    net.terms(settings)  # a misspelt loss term fails now, not after the first batch
     # optional exponential moving average of the weights (and BN statistics): validated,
     # selected and exported instead of the raw weights; train.ema = decay (e.g. 0.998)
     ema_decay = float(tr.get("ema", 0.0) or 0.0)
@@ -236,27 +236,13 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
     loss_avg = None
     stop_at = min(steps, int(tr.get("stop_after", steps)))  # stop_after: pause early (resume later)
     while step < stop_at and elapsed0 + time.time() - t0 < max_s:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, float(tr.get("lr", 2e-3)), warmup)
+        set_learning_rate(opt, lr_at(step, steps, float(tr.get("lr", 2e-3)), warmup))
         b = sampler.batch(batch, rng)
-        xs = {m: torch.from_numpy(b[m]) for m in mods}
-        present = torch.from_numpy(b["present"])
-        y = torch.from_numpy(b["label"]).long()
         net.train()
-        if use_mas:
-            o = net.forward_train(xs, present, mas=True)
-            loss = lam[0] * F.cross_entropy(o["logits"], y, weight=class_w, ignore_index=IGNORE) + \
-                lam[1] * F.cross_entropy(o["mas_logits"], y, weight=class_w, ignore_index=IGNORE)
-        else:
-            o = net(xs, present)
-            loss = F.cross_entropy(o["logits"], y, weight=class_w, ignore_index=IGNORE)
-        if hp_w > 0:
-            from .nn.losses import hard_pixel_ce
-            loss = loss + hp_w * hard_pixel_ce(o["logits"], y, hp_keep, IGNORE, class_w)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
+        loss, terms = net.training_loss(TrainingBatch({m: torch.from_numpy(b[m]) for m in mods},
+                                                      torch.from_numpy(b["present"]),
+                                                      torch.from_numpy(b["label"]).long()), settings)
+        apply_gradients(loss, opt, net.parameters())
         step += 1
         if ema_net is not None:
             d = min(ema_decay, (1 + step) / (10 + step))
@@ -270,8 +256,9 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         el = elapsed0 + time.time() - t0
         if step % int(tr.get("log_every", 20)) == 0:
             eta = el / max(1, step) * (steps - step)
-            log(f"step {step}/{steps} loss {loss_avg:.3f} lr {opt.param_groups[0]['lr']:.2e} "
-                f"{el / 60:.1f} min, eta {eta / 60:.1f} min")
+            parts = " ".join(f"{k} {v:.3f}" for k, v in terms.items()) if len(terms) > 1 else ""
+            log(f"step {step}/{steps} loss {loss_avg:.3f} " + (f"({parts}) " if parts else "")
+                + f"lr {opt.param_groups[0]['lr']:.2e} {el / 60:.1f} min, eta {eta / 60:.1f} min")
         if step % int(tr.get("val_every", 200)) == 0 or step == steps:
             res = evaluate(ema_net if ema_net is not None else net, val_areas, groups, cfg, subsets="full")
             score = selection_score(res)

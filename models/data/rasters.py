@@ -12,9 +12,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-# Suffixes of the LiDAR HD sample files -> (modality name, kind)
-LIDAR_SUFFIXES = {"rgb": "optical", "nir": "nir", "ndsm": "ndsm", "dsm": "dsm", "dtm": "dtm"}
-
 
 def _gdal():
     from osgeo import gdal

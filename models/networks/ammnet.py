@@ -26,8 +26,9 @@ from ..nn.backbones import light_cnn
 from ..nn.common import expand_presence
 from ..nn.decoders import UPerHead
 from ..nn.interaction import APF
+from ..nn.losses import LossSettings, kl_alignment
 from ..nn.streams import SeparateStreams, ordered_inputs
-from ._base import SegNetwork
+from ._base import SegNetwork, TrainingBatch, segmentation_loss
 
 DEFAULTS: dict[str, Any] = {
     "widths": [16, 32, 64, 128],
@@ -46,6 +47,9 @@ class AMMNet(SegNetwork):
     modality_count = 2
     size_multiple = 32
     has_robustness = False
+    # L = CE + da_weight · Σ_stages KL(softmax(f_r/τ) ‖ softmax(f_d/τ)); weight and τ are ours
+    loss_terms = {"da_weight": 0.1, "da_tau": 1.0}
+    encoder_modules = ("streams",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -81,3 +85,17 @@ class AMMNet(SegNetwork):
     def forward_train(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Any]:
         fused, pairs = self._features(inputs, present)
         return {"logits": self.decoder(fused), "da_pairs": pairs}
+
+    def training_loss(self, batch: TrainingBatch, settings: LossSettings = LossSettings()
+                      ) -> tuple[Tensor, dict[str, float]]:
+        """CE plus the distribution alignment of the two streams, on the samples that have both
+        (aligning with an absent stream would pull the optical features towards a constant)."""
+        terms = self.terms(settings)
+        out = self.forward_train(batch.inputs, batch.present)
+        both = batch.present.min(1).values > 0
+        extra = {}
+        if bool(both.any()) and terms["da_weight"] > 0:
+            tau = float(terms["da_tau"])
+            extra["alignment"] = float(terms["da_weight"]) * sum(
+                kl_alignment(a[both], b[both], tau) for a, b in out["da_pairs"])
+        return segmentation_loss(out["logits"], batch.target, settings, extra)

@@ -22,9 +22,10 @@ from ..nn.decoders import UPerHead
 from ..nn.fusion import CFM
 from ..nn.heads import FCNHead
 from ..nn.interaction import SFM
+from ..nn.losses import LossSettings
 from ..nn.norms import LayerNorm2d
 from ..nn.streams import SeparateStreams, ordered_inputs
-from ._base import SegNetwork
+from ._base import SegNetwork, TrainingBatch, segmentation_loss
 
 DEFAULTS: dict[str, Any] = {
     "widths": [16, 32, 64, 128],
@@ -40,6 +41,8 @@ class ASANet(SegNetwork):
     modality_count = 2
     size_multiple = 32
     has_robustness = False
+    loss_terms = {"aux_weight": 0.4}  # the FCN auxiliary head's CE weight in the authors' config
+    encoder_modules = ("streams",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -74,3 +77,11 @@ class ASANet(SegNetwork):
     def forward_train(self, inputs: Mapping[str, Tensor], present: Tensor) -> dict[str, Tensor]:
         fused = self._features(inputs, present)
         return {"logits": self.decoder(fused), "aux_logits": self.aux(fused[2])}
+
+    def training_loss(self, batch: TrainingBatch, settings: LossSettings = LossSettings()
+                      ) -> tuple[Tensor, dict[str, float]]:
+        """CE of the decoder plus the weighted CE of the stage-3 auxiliary head."""
+        weight = float(self.terms(settings)["aux_weight"])
+        out = self.forward_train(batch.inputs, batch.present)
+        extra = {"aux_ce": weight * settings.ce(out["aux_logits"], batch.target)} if weight > 0 else {}
+        return segmentation_loss(out["logits"], batch.target, settings, extra)

@@ -45,6 +45,7 @@ class EMSNet(SegNetwork):
     modality_count = 2
     size_multiple = 32
     has_robustness = True
+    encoder_modules = ("enc_main", "enc_aux")
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)

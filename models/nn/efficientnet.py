@@ -14,7 +14,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from .backbones import StagedEncoder
+from .staged import StagedEncoder
 
 # (repeats, kernel, stride, expand, out) per EfficientNet-B0/Lite0 stage; taps close a pyramid level.
 _STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

@@ -1,16 +1,49 @@
-"""Losses of the five papers, as small functions on logits / features (digest §6.3 f)."""
+"""The losses the networks' training steps are made of, as small functions on logits / features.
+
+``LossSettings`` is what a recipe (``models.train``'s config, fine-tuning) decides for every
+network: class weights, the optional hard-pixel term, overrides of a network's own auxiliary-loss
+weights. Each network's ``training_loss`` (``models.networks._base``) combines these functions
+the way its paper does.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IGNORE_INDEX = 255
+from ..data.chips import IGNORE
 
 
-def ce_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX,
+@dataclass(frozen=True)
+class LossSettings:
+    """The recipe's side of the loss, the same for every network.
+
+    ``class_weights``: per-class CE weights (None = unit weights). ``hard_pixel_weight`` > 0 adds
+    ``hard_pixel_ce`` on the main logits (the ``hard_pixel_keep`` share of the hardest pixels) next
+    to the plain CE. ``terms`` overrides the network's own auxiliary-loss weights
+    (``SegNetwork.loss_terms``; an unknown key is an error)."""
+
+    class_weights: Tensor | Sequence[float] | None = None
+    hard_pixel_keep: float = 0.25
+    hard_pixel_weight: float = 0.0
+    terms: Mapping[str, Any] = field(default_factory=dict)
+
+    def ce(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Class-weighted pixel CE over the labelled pixels."""
+        return ce_loss(logits, target, class_weights=self.class_weights)
+
+    def hard_pixel(self, logits: Tensor, target: Tensor) -> Tensor | None:
+        """The weighted hard-pixel term, or None when the recipe has none."""
+        if self.hard_pixel_weight <= 0:
+            return None
+        return self.hard_pixel_weight * hard_pixel_ce(logits, target, self.hard_pixel_keep,
+                                                      class_weights=self.class_weights)
+
+
+def ce_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE,
             class_weights: Tensor | Sequence[float] | None = None) -> Tensor:
     """Pixel CE averaged over non-ignored pixels (optionally class-weighted, EMSNet-style).
 
@@ -24,11 +57,14 @@ def ce_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX,
 
 
 def hard_pixel_aux_ce(fused_logits: Tensor, aux_logits: Sequence[Tensor], target: Tensor,
-                      ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """MoBaNet MCRM auxiliary loss: CE of each modality head on pixels the fused head gets wrong.
+                      ignore_index: int = IGNORE) -> Tensor:
+    """MoBaNet's MCRM auxiliary loss: CE of each modality head on the pixels the fused head gets wrong.
 
-    Correctly predicted pixels are set to the ignore index (digest §3.4); the sum over heads is
-    returned (the caller multiplies by λ, 0.01 in the reference code).
+    Li et al., "Parameter-Efficient Modality-Balanced Symmetric Fusion for Multimodal Remote
+    Sensing Semantic Segmentation" (2026): L_aux = CE_H(Ŷ_rgb, Y) + CE_H(Ŷ_aux, Y) over the hard
+    set H = {argmax Ŷ_fused ≠ Y}, implemented as in the authors' code by setting correctly
+    predicted pixels to the ignore index. The sum over heads is returned; the caller multiplies by
+    λ (0.01 in that code; the paper's value is not legible).
     """
     with torch.no_grad():
         hard = target.clone()
@@ -36,7 +72,7 @@ def hard_pixel_aux_ce(fused_logits: Tensor, aux_logits: Sequence[Tensor], target
     return sum(ce_loss(a, hard, ignore_index) for a in aux_logits)
 
 
-def hard_pixel_ce(logits: Tensor, target: Tensor, keep: float = 0.25, ignore_index: int = IGNORE_INDEX,
+def hard_pixel_ce(logits: Tensor, target: Tensor, keep: float = 0.25, ignore_index: int = IGNORE,
                   class_weights: Tensor | Sequence[float] | None = None) -> Tensor:
     """OHEM-style CE: mean of the ``keep`` fraction of non-ignored pixels with the highest
     (optionally class-weighted) loss. Used *next to* the plain CE (train config
@@ -51,37 +87,24 @@ def hard_pixel_ce(logits: Tensor, target: Tensor, keep: float = 0.25, ignore_ind
 
 
 def kl_alignment(feat_a: Tensor, feat_b: Tensor, tau: float = 1.0) -> Tensor:
-    """AMMNet-style distribution alignment [R]: KL(softmax(a/τ) ‖ softmax(b/τ)) over channels,
-    averaged over pixels. Both features must have the same width (project first)."""
+    """AMMNet-style distribution alignment: KL(softmax(a/τ) ‖ softmax(b/τ)) over channels, averaged
+    over pixels (× τ², so the gradient scale does not depend on τ). Both features must have the
+    same width (project first).
+
+    Ye et al., "AMMNet: An Asymmetric Multi-Modal Network for Remote Sensing Semantic
+    Segmentation" (2025) only say that a divergence between the two modalities' feature
+    distributions is minimised; KL over channels per pixel is ModalSeg's reconstruction.
+    """
     log_p = F.log_softmax(feat_a / tau, dim=1)
     log_q = F.log_softmax(feat_b / tau, dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(1).mean() * tau * tau
 
 
 def sgma_dual_path_ce(sgf_logits: Tensor, mas_logits: Tensor, target: Tensor,
-                      weights: tuple[float, float] = (2.0, 1.0), ignore_index: int = IGNORE_INDEX) -> Tensor:
-    """SGMA objective λ₁·CE(SGF) + λ₂·CE(MAS) with the paper's λ = (2, 1)."""
-    return weights[0] * ce_loss(sgf_logits, target, ignore_index) + weights[1] * ce_loss(mas_logits, target, ignore_index)
-
-
-def logit_distillation(student: Tensor, teacher: Tensor) -> Tensor:
-    """EMSNet logit KD: MSE between student and (detached) teacher logits."""
-    return F.mse_loss(student, teacher.detach())
-
-
-def feature_distillation(student: Tensor, teacher: Tensor, generator: torch.nn.Module,
-                         mask_ratio: float = 0.5, rng: torch.Generator | None = None) -> Tensor:
-    """MGD-style feature KD: randomly mask student pixels, let ``generator`` (maps student width
-    to teacher width) reconstruct the teacher feature, MSE against it. Sizes must match."""
-    keep = (torch.rand(student.shape[0], 1, *student.shape[2:], generator=rng,
-                       device=student.device) >= mask_ratio).to(student.dtype)
-    return F.mse_loss(generator(student * keep), teacher.detach())
-
-
-def dynamic_kd_gate(kd_terms: Sequence[Tensor], task_loss: Tensor, k: float = 2.0) -> Tensor:
-    """EMSNet's dynamic gate: drop a KD term for this step when it exceeds k × the task loss;
-    returns the mean of the kept terms over all terms (the paper's /4 for four branches)."""
-    kept = [t for t in kd_terms if float(t.detach()) <= k * float(task_loss.detach())]
-    if not kd_terms:
-        return task_loss * 0.0
-    return sum(kept, task_loss * 0.0) / len(kd_terms)
+                      weights: Sequence[float] = (2.0, 1.0),
+                      class_weights: Tensor | Sequence[float] | None = None) -> Tensor:
+    """SGMA's objective L = λ₁·CE(Ŷ_SGF) + λ₂·CE(Ŷ_MAS), λ = (2, 1) as tuned in Wen et al.,
+    "SGMA: Semantic-Guided Modality-Aware Segmentation for Remote Sensing with Incomplete
+    Multimodal Data" (2026); both CEs pixel-averaged (and class-weighted if the recipe asks)."""
+    return (weights[0] * ce_loss(sgf_logits, target, class_weights=class_weights)
+            + weights[1] * ce_loss(mas_logits, target, class_weights=class_weights))

@@ -5,28 +5,6 @@ import torch
 from torch import Tensor
 
 
-def modality_dropout(present: Tensor, p_drop: float = 0.3,
-                     generator: torch.Generator | None = None) -> Tensor:
-    """Randomly drop modalities per sample (M3L-style), never all of them.
-
-    Each present modality is dropped with probability ``p_drop``; a sample left empty gets one of
-    its originally present modalities back, chosen uniformly.
-    """
-    keep = (torch.rand(present.shape, generator=generator, device=present.device) >= p_drop).float()
-    out = present * keep
-    empty = out.sum(1) == 0
-    if bool(empty.any()):
-        w = present[empty] + 1e-6 * (present[empty] == 0)
-        pick = torch.multinomial(w / w.sum(1, keepdim=True), 1, generator=generator).squeeze(1)
-        out[empty] = torch.nn.functional.one_hot(pick, present.shape[1]).to(present.dtype)
-    return out
-
-
-def zero_absent(inputs: dict[str, Tensor], present: Tensor, modalities: list[str] | tuple[str, ...]) -> dict[str, Tensor]:
-    """Zero the input tensors of absent modalities (the contract for absent inputs)."""
-    return {m: inputs[m] * present[:, i].reshape(-1, 1, 1, 1) for i, m in enumerate(modalities)}
-
-
 def mcrm_masking(inputs: dict[str, Tensor], modalities: tuple[str, str], ratio: float = 0.25,
                  blocks: int = 1, area: tuple[float, float] = (0.1, 0.3),
                  aspect: tuple[float, float] = (0.5, 2.0),

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from tests.fixtures.paths import SHARED_DATA
 from modalseg.engine.normalize import normalize
 from modalseg.engine.package import Normalization
 from modalseg.models.data import augment
@@ -154,9 +153,9 @@ def test_geometric_augmentation_is_joint_and_photometric_optical_only():
     assert not np.allclose(out, img * 255)
 
 
-def test_real_lidar_folders_are_aligned_stacks():
-    houses = find_lidar_stacks(SHARED_DATA / "lidarhd_houses", ("rgb", "ndsm"))
-    elev = find_lidar_stacks(SHARED_DATA / "lidarhd_elevation", ("rgb", "ndsm"))
+def test_real_lidar_folders_are_aligned_stacks(shared_data):
+    houses = find_lidar_stacks(shared_data / "lidarhd_houses", ("rgb", "ndsm"))
+    elev = find_lidar_stacks(shared_data / "lidarhd_elevation", ("rgb", "ndsm"))
     assert len(houses) == 1 and sorted(houses[0].files) == ["ndsm", "rgb"]
     assert len(elev) == 14 and all(list(s.files) == ["ndsm"] for s in elev)  # no optical there
     assert sorted({s.gsd for s in elev}) == [0.5, 2.0]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.paths import REPO_ROOT, SHARED_DATA
+from tests.fixtures.paths import REPO_ROOT
 from modalseg.engine.metrics import confusion_matrix, per_class
 from modalseg.engine.normalize import normalize
 from modalseg.engine.package import load_package
@@ -17,7 +17,7 @@ BUNDLED = ["modalseg-sgma-urban", "modalseg-dual-urban"]
 
 
 @pytest.mark.parametrize("name", BUNDLED)
-def test_bundled_package(name):
+def test_bundled_package(name, shared_data):
     import onnxruntime as ort
     folder = REPO_ROOT / "resources" / "models" / name
     if not folder.exists():
@@ -27,7 +27,7 @@ def test_bundled_package(name):
     assert sum(p.stat().st_size for p in folder.iterdir()) < 30e6
     assert "IGN" in meta.attribution and meta.metrics["validation"]["towns"]["subsets"]["ndsm"]["miou"] > 0.5
     assert (folder / "README.md").read_text().count("|") > 20  # model card with its accuracy table
-    stack = find_lidar_stacks(SHARED_DATA / "lidarhd_houses", ("rgb", "ndsm"))[0]
+    stack = find_lidar_stacks(shared_data / "lidarhd_houses", ("rgb", "ndsm"))[0]
     h, w = 96, 192  # multiple of 32
     feeds = {}
     for m, key in (("optical", "rgb"), ("ndsm", "ndsm")):

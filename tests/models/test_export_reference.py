@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures.paths import REFERENCE_PACKAGE, SHARED_DATA
+from tests.fixtures.paths import REFERENCE_PACKAGE
 from modalseg.engine.metrics import confusion_matrix, per_class
 from modalseg.engine.normalize import normalize
 from modalseg.engine.package import load_package
@@ -16,8 +16,8 @@ PKG = REFERENCE_PACKAGE.parent
 
 
 @pytest.fixture(scope="module")
-def houses():
-    stack = find_lidar_stacks(SHARED_DATA / "lidarhd_houses", ("rgb", "ndsm"))[0]
+def houses(shared_data):
+    stack = find_lidar_stacks(shared_data / "lidarhd_houses", ("rgb", "ndsm"))[0]
     return stack
 
 

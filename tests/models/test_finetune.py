@@ -7,10 +7,9 @@ import pytest
 
 from modalseg.engine import LayerInput, bind_modalities, load_package
 from modalseg.engine.errors import Cancelled, EngineError
-from modalseg.models.finetune import ClassResolver, FinetuneOptions, LabelInput, _split, finetune
-from tests.fixtures.paths import REFERENCE_PACKAGE, SHARED_DATA
+from modalseg.models.finetune import ClassResolver, FinetuneOptions, LabelInput, finetune, split_validation
+from tests.fixtures.paths import REFERENCE_PACKAGE
 
-HOUSES = SHARED_DATA / "lidarhd_houses"
 STEM = "lidarprod_870000_6618000"
 PACKAGE = REFERENCE_PACKAGE
 FAST = dict(epochs=3, chip=64, batch_size=4, steps_per_epoch=3, patience=0)
@@ -26,36 +25,43 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def sources():
+def houses(shared_data):
+    return shared_data / "lidarhd_houses"
+
+
+@pytest.fixture(scope="module")
+def sources(houses):
     meta = load_package(PACKAGE).metadata
-    bound, _ = bind_modalities(meta, {"optical": LayerInput(str(HOUSES / f"{STEM}_rgb.tif")),
-                                      "elevation": LayerInput(str(HOUSES / f"{STEM}_ndsm.tif"), elevation_type="ndsm")})
+    bound, _ = bind_modalities(meta, {"optical": LayerInput(str(houses / f"{STEM}_rgb.tif")),
+                                      "elevation": LayerInput(str(houses / f"{STEM}_ndsm.tif"), elevation_type="ndsm")})
     return bound
 
 
-LABELS = LabelInput(raster=str(HOUSES / f"{STEM}_label.tif"))
+@pytest.fixture(scope="module")
+def labels(houses):
+    return LabelInput(raster=str(houses / f"{STEM}_label.tif"))
 
 
-def test_cancel_keeps_the_best_epoch(sources, tmp_path):
+def test_cancel_keeps_the_best_epoch(sources, labels, tmp_path):
     epochs = []
-    result = finetune(PACKAGE, sources, LABELS, tmp_path / "pkg", FinetuneOptions(**FAST),
+    result = finetune(PACKAGE, sources, labels, tmp_path / "pkg", FinetuneOptions(**FAST),
                       on_epoch=epochs.append, is_cancelled=lambda: len(epochs) >= 1)
     # best epoch: 1, or 0 (the starting weights) if that one epoch scored lower on validation
     assert result.stopped == "cancelled" and result.epochs == 1 and result.best_epoch in (0, 1)
     assert load_package(result.onnx_path).metadata.extra["finetune"]["stopped"] == "cancelled"
 
 
-def test_cancel_before_the_first_epoch_writes_nothing(sources, tmp_path):
+def test_cancel_before_the_first_epoch_writes_nothing(sources, labels, tmp_path):
     with pytest.raises(Cancelled, match="before the first epoch"):
-        finetune(PACKAGE, sources, LABELS, tmp_path / "pkg", FinetuneOptions(**FAST), is_cancelled=lambda: True)
+        finetune(PACKAGE, sources, labels, tmp_path / "pkg", FinetuneOptions(**FAST), is_cancelled=lambda: True)
     assert not (tmp_path / "pkg").exists()
 
 
-def test_new_class_reinitialises_the_head(sources, tmp_path):
+def test_new_class_reinitialises_the_head(sources, labels, tmp_path):
     """Label 2 becomes a new class 'house': 7 classes; the kept classes keep their head rows."""
     log = []
     opts = FinetuneOptions(**{**FAST, "epochs": 1}, name="houses-7")
-    result = finetune(PACKAGE, sources, LabelInput(raster=LABELS.raster, mapping={"2": "new:house"}),
+    result = finetune(PACKAGE, sources, LabelInput(raster=labels.raster, mapping={"2": "new:house"}),
                       tmp_path / "pkg", opts, log=log.append)
     meta = json.loads(Path(result.onnx_path).with_suffix(".json").read_text())
     assert [c["name"] for c in meta["classes"]][-1] == "house" and len(meta["classes"]) == 7
@@ -65,10 +71,10 @@ def test_new_class_reinitialises_the_head(sources, tmp_path):
     assert load_package(result.onnx_path).metadata.classes[-1].value == 7
 
 
-def test_time_budget_and_freeze(sources, tmp_path):
+def test_time_budget_and_freeze(sources, labels, tmp_path):
     opts = FinetuneOptions(**{**FAST, "epochs": 50, "steps_per_epoch": 1000}, minutes=0.02, freeze="encoder")
     log = []
-    result = finetune(PACKAGE, sources, LABELS, tmp_path / "pkg", opts, log=log.append)
+    result = finetune(PACKAGE, sources, labels, tmp_path / "pkg", opts, log=log.append)
     assert result.stopped == "time budget" and result.epochs == 1
     assert any(line.startswith("frozen: encoder") for line in log)
 
@@ -87,12 +93,12 @@ def test_mapping_and_unknown_labels():
 def test_validation_strip_holds_the_requested_share_of_labels():
     index = np.full((10, 40), 255, np.uint8)
     index[:, 10:30] = 0  # labels only in the middle
-    train, val, how = _split(index, 0.25)
+    train, val, how = split_validation(index, 0.25)
     assert val[0] == 25 and train[2] == 25 and "right" in how
-    assert _split(index, 0.0)[1] is None
+    assert split_validation(index, 0.0)[1] is None
 
 
-def test_area_of_interest_limits_the_labels(sources, tmp_path):
+def test_area_of_interest_limits_the_labels(sources, labels, tmp_path):
     """Only labels inside the AOI polygon (the tile's left 30 m, given in WGS 84) are used."""
     from osgeo import ogr, osr
 
@@ -114,7 +120,7 @@ def test_area_of_interest_limits_the_labels(sources, tmp_path):
     f = lyr = ds = None
     log = []
     opts = FinetuneOptions(**{**FAST, "epochs": 1})
-    finetune(PACKAGE, sources, LabelInput(raster=LABELS.raster, aoi=path), tmp_path / "pkg", opts, log=log.append)
+    finetune(PACKAGE, sources, LabelInput(raster=labels.raster, aoi=path), tmp_path / "pkg", opts, log=log.append)
     area = next(line for line in log if line.startswith("labelled area:"))
     width = int(area.split(":")[1].split("x")[0])
     assert width <= 60 + opts.chip // 2 + 1, area  # 30 m = 60 px of labels, plus the context margin

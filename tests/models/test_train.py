@@ -1,98 +1,103 @@
-"""Training CLI: learns on synthetic scenes, exports a valid package, resumes exactly."""
+"""Training CLI (the recipe path) with the real networks on synthetic scenes: every network trains
+and exports a package the engine loads; the bundled recipe's shape learns; resume is exact."""
 import json
+import math
+import re
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from modalseg.engine.package import load_package
 from modalseg.models import train as train_mod
+from modalseg.models.data.shared_data import PLUGIN_ROOT
 from modalseg.models.data.synthetic import synthetic_scene, write_scene
+from modalseg.models.optimisation import lr_at
+from tests.models.tiny_networks import ARCHITECTURES, TINY, modality_entries
 
 torch.set_num_threads(1)
+STEP_LINE = re.compile(r"^step (\d+)/\d+ loss (\S+)")
 
 
-class StandIn(nn.Module):
-    """Tiny network honouring the contract, with an SGMA-like ``forward_train`` (two heads)."""
-
-    def __init__(self, config):
-        super().__init__()
-        self.config = dict(config)
-        self.modalities = list(config["modalities"])
-        self.in_channels = dict(config["modalities"])
-        self.num_classes = config["num_classes"]
-        self.has_robustness = False
-        self.size_multiple = 4
-        self.enc = nn.ModuleDict({m: nn.Sequential(nn.Conv2d(c, 12, 3, 1, 1), nn.ReLU(),
-                                                   nn.Conv2d(12, 12, 3, 1, 2, dilation=2), nn.ReLU())
-                                  for m, c in self.in_channels.items()})
-        self.head = nn.Conv2d(12, self.num_classes, 1)
-        self.calls_train = 0
-
-    def _fused(self, inputs, present):
-        return sum(self.enc[m](inputs[m]) * present[:, i, None, None, None] for i, m in enumerate(self.modalities))
-
-    def forward(self, inputs, present):
-        return {"logits": self.head(self._fused(inputs, present))}
-
-    def forward_train(self, inputs, present, mas=True):
-        self.calls_train += 1
-        f = self._fused(inputs, present)
-        return {"logits": self.head(f), "mas_logits": self.head(f * 0.5)}
-
-
-def _config(tmp_path, steps, **train):
+def _config(tmp_path, steps, architecture="sgma", derived=False, **train):
+    """The bundled SGMA recipe with a tiny network, synthetic data and a short schedule."""
     folder = tmp_path / "data"
     if not folder.exists():
         for i in range(2):
             write_scene(folder, synthetic_scene(96, seed=10 + i), f"s{i}", origin=(500000.0 + 1000 * i, 6600000.0))
-    cfg = json.loads((train_mod.PLUGIN_ROOT / "training" / "sgma_default.json").read_text())
-    cfg["network"] = {"inner_architecture": "sgma"}  # recorded only: build_net is the stand-in
-    cfg["data"].update(root=str(folder), folders=[{"path": ".", "group": "synthetic"}], chip=48,
+    cfg = json.loads((PLUGIN_ROOT / "training" / "sgma_default.json").read_text())
+    tiny = TINY[architecture]["network"]
+    cfg["name"] = f"tiny-{architecture}"
+    if derived:  # the bundled packages' shape: elevation features derived inside the graph
+        cfg["network"] = {"inner_architecture": architecture, "derive": {"ndsm": "elevation_v1"},
+                          "inner_config": dict(tiny, refine_dim=8, detail_dim=4)}
+    else:
+        cfg["architecture"], cfg["network"] = architecture, dict(tiny)
+        cfg["modalities"] = modality_entries(architecture, with_source=True)
+        cfg["train"].pop("loss_terms", None)  # the network's own loss weights
+    cfg["data"].update(root=str(folder), folders=[{"path": ".", "group": "synthetic"}], chip=64,
                        gsd_range=None, val_fraction=0.3)
-    cfg["train"].update(steps=steps, batch=4, lr=0.01, warmup=2, log_every=10, val_every=steps,
-                        ckpt_every=4, class_weights=None, max_minutes=5, **train)
+    cfg["train"].update({"steps": steps, "batch": 4, "lr": 0.01, "warmup": 2, "log_every": 2, "val_every": steps,
+                         "threads": 1, "ckpt_every": 4, "class_weights": None, "max_minutes": 5, "hard_pixel": None,
+                         "ema": 0, **train})
     return cfg
 
 
-@pytest.fixture()
-def standin(monkeypatch):
-    monkeypatch.setattr(train_mod, "build_net", lambda cfg: StandIn(
-        {"modalities": {m["name"]: m["bands"] for m in cfg["modalities"]}, "num_classes": 6}))
+def _step_losses(lines):
+    return [float(m.group(2)) for m in map(STEP_LINE.match, lines) if m]
 
 
 def test_lr_schedule():
-    assert train_mod.lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
-    assert train_mod.lr_at(10, 100, 1.0, 10) == pytest.approx(1.0, abs=1e-5)
-    assert train_mod.lr_at(100, 100, 1.0, 10) == pytest.approx(0.0, abs=1e-5)
-    assert train_mod.lr_at(55, 100, 1.0, 10) == pytest.approx(0.5 ** 0.9, abs=1e-5)
+    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(10, 100, 1.0, 10) == pytest.approx(1.0, abs=1e-5)
+    assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.0, abs=1e-5)
+    assert lr_at(55, 100, 1.0, 10) == pytest.approx(0.5 ** 0.9, abs=1e-5)
 
 
-def test_training_learns_and_exports(tmp_path, standin):
-    cfg = _config(tmp_path, 80)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_network_trains_through_the_recipe(architecture, tmp_path):
+    lines = []
+    path = train_mod.train(_config(tmp_path, 6, architecture), tmp_path / "pkg", log=lines.append)
+    losses = _step_losses(lines)
+    assert len(losses) == 3 and all(math.isfinite(x) and x > 0 for x in losses), lines
+    pkg = load_package(path)  # the engine's validating reader
+    assert pkg.metadata.extra["torch"]["architecture"] == architecture
+    assert pkg.metadata.modality_names == tuple(TINY[architecture]["modalities"])
+    assert pkg.metadata.extra["training_config"]["architecture"] == architecture
+    # the paper's auxiliary terms are part of the step, and logged with it
+    expected = {"sgma": None, "emsnet": None, "ammnet": "alignment", "asanet": "aux_ce", "mobanet": "hard_aux_ce"}
+    if expected[architecture]:
+        assert any(f"{expected[architecture]} " in line for line in lines if line.startswith("step")), lines
+
+
+def test_bundled_recipe_shape_learns_and_exports(tmp_path):
+    """Derived elevation features around SGMA, dual path, hard-pixel term and weight averaging."""
+    cfg = _config(tmp_path, 60, derived=True, hard_pixel={"keep": 0.25, "weight": 1.0}, ema=0.9)
     lines = []
     path = train_mod.train(cfg, tmp_path / "pkg", log=lines.append)
+    losses = _step_losses(lines)
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert any("hard_pixel " in line for line in lines if line.startswith("step"))
     pkg = load_package(path)
     val = pkg.metadata.metrics["validation"]["synthetic"]
     # strips held out on the right of each synthetic tile; chance mIoU over 4 classes is ~0.1
-    assert val["subsets"]["optical+ndsm"]["miou"] > 0.5
-    assert val["subsets"]["ndsm"]["iou"]["building"] > 0.5  # tall flat objects learnt from height
+    assert val["subsets"]["optical+ndsm"]["miou"] > 0.3, val["subsets"]
     assert val["top1"] >= val["average"] >= val["last1"]
     assert pkg.metadata.extra["torch"]["architecture"] == "derived-inputs"
     assert pkg.metadata.architecture == "sgma (+ in-graph elevation features)"
     assert pkg.metadata.attribution.startswith("IGN")
-    assert any(line.startswith("step 80/80") for line in lines)
     card = (path.parent / "README.md").read_text()  # model card from the same metadata
     assert f"**{100 * val['subsets']['optical+ndsm']['miou']:.1f}**" in card and "Known failure modes" in card
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path, standin):
-    straight = train_mod.train(_config(tmp_path, 8), tmp_path / "a", log=lambda s: None)
-    cfg = _config(tmp_path, 8, stop_after=4)
-    train_mod.train(cfg, tmp_path / "b", log=lambda s: None)  # stops at step 4, checkpoint saved
+def test_resume_reproduces_uninterrupted_run(tmp_path):
+    """SGMA's MAS sampling and dropout draw from torch's RNG, which the checkpoint restores (with
+    the averaged weights and the hard-pixel term, the bundled recipes' knobs)."""
+    extra = {"hard_pixel": {"keep": 0.25, "weight": 1.0}, "ema": 0.9}
+    straight = train_mod.train(_config(tmp_path, 8, **extra), tmp_path / "a", log=lambda s: None)
+    train_mod.train(_config(tmp_path, 8, stop_after=4, **extra), tmp_path / "b", log=lambda s: None)
     lines = []
-    resumed = train_mod.train(_config(tmp_path, 8), tmp_path / "b", resume=True, log=lines.append)
+    resumed = train_mod.train(_config(tmp_path, 8, **extra), tmp_path / "b", resume=True, log=lines.append)
     assert any("resumed at step 4" in line for line in lines)
     from safetensors.numpy import load_file
     a, b = load_file(str(straight.with_suffix(".safetensors"))), load_file(str(resumed.with_suffix(".safetensors")))
@@ -101,15 +106,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, standin):
         np.testing.assert_allclose(a[k], b[k], atol=1e-6)
 
 
-def test_hard_pixel_loss_and_ema_learn_and_resume_exactly(tmp_path, standin):
-    extra = {"hard_pixel": {"keep": 0.25, "weight": 1.0}, "ema": 0.9}
-    path = train_mod.train(_config(tmp_path, 60, **extra), tmp_path / "pkg", log=lambda s: None)
-    val = load_package(path).metadata.metrics["validation"]["synthetic"]
-    assert val["subsets"]["optical+ndsm"]["miou"] > 0.5  # the EMA weights are what is exported
-    straight = train_mod.train(_config(tmp_path, 8, **extra), tmp_path / "a", log=lambda s: None)
-    train_mod.train(_config(tmp_path, 8, stop_after=4, **extra), tmp_path / "b", log=lambda s: None)
-    resumed = train_mod.train(_config(tmp_path, 8, **extra), tmp_path / "b", resume=True, log=lambda s: None)
-    from safetensors.numpy import load_file
-    a, b = load_file(str(straight.with_suffix(".safetensors"))), load_file(str(resumed.with_suffix(".safetensors")))
-    for k in a:
-        np.testing.assert_allclose(a[k], b[k], atol=1e-6)
+def test_misspelt_loss_term_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="SGMA has no loss term mas_weigths"):
+        train_mod.train(_config(tmp_path, 4, loss_terms={"mas_weigths": [1, 1]}), tmp_path / "pkg",
+                        log=lambda s: None)
+    assert not (tmp_path / "pkg").exists()
