@@ -29,9 +29,9 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import expose_plugin_package  # type: ignore
+    from common import expose_plugin_package, shared_data_folder  # type: ignore
 else:
-    from .common import expose_plugin_package
+    from .common import expose_plugin_package, shared_data_folder
 expose_plugin_package()
 
 from modalseg.engine.metrics import confusion_from_values, per_class  # noqa: E402
@@ -193,7 +193,7 @@ def main(argv: List[str] = None) -> None:
     ap.add_argument("--models", default=str(ROOT / "resources" / "models"))
     ap.add_argument("--baselines", default=str(ROOT / "benchmarks" / "baselines"),
                     help="packages trained on optical only, evaluated as baselines")
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(shared_data_folder()))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write all figures to this JSON file")
     a = ap.parse_args(argv)

@@ -33,6 +33,15 @@ def expose_plugin_package() -> None:
     sys.path.insert(0, str(link_dir))
 
 
+def shared_data_folder() -> Path:
+    """The shared sample data folder (``models.data.shared_data``: ``../shared/data`` or
+    ``$MODALSEG_SHARED_DATA``), whether or not it exists."""
+    expose_plugin_package()
+    from modalseg.models.data.shared_data import SHARED_DATA
+
+    return SHARED_DATA
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

@@ -18,9 +18,9 @@ from typing import List, Tuple
 import numpy as np
 from osgeo import gdal
 
-from .common import REPO_ROOT, expose_plugin_package
+from .common import REPO_ROOT, expose_plugin_package, shared_data_folder
 
-FIELDS = REPO_ROOT.parent / "shared" / "data" / "lidarhd_fields"
+FIELDS = shared_data_folder() / "lidarhd_fields"
 
 
 def _boundaries(starts: Tuple[int, ...], tile: int, overlap: int, length: int) -> List[int]:

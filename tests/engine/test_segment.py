@@ -304,9 +304,8 @@ REFERENCE = REFERENCE_PACKAGE.parent
 
 
 @pytest.mark.skipif(not (REFERENCE / "reference.onnx").exists(), reason="reference package not built")
-def test_torch_and_onnx_runtimes_agree_on_real_data(tmp_path):
-    from tests.fixtures.paths import SHARED_DATA
-    houses = SHARED_DATA / "lidarhd_houses"
+def test_torch_and_onnx_runtimes_agree_on_real_data(tmp_path, shared_data):
+    houses = shared_data / "lidarhd_houses"
     package = load_package(REFERENCE)
     layers = {"optical": LayerInput(str(houses / "lidarprod_870000_6618000_rgb.tif")),
               "elevation": LayerInput(str(houses / "lidarprod_870000_6618000_ndsm.tif"))}

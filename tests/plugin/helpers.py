@@ -8,7 +8,7 @@ from typing import Dict, Optional
 import numpy as np
 import pytest
 
-from tests.fixtures.paths import REPO_ROOT, SHARED_DATA  # re-exported for the plugin tests
+from tests.fixtures.paths import REPO_ROOT
 
 # tests/conftest.py (loaded before any test module) exposes the checkout as the package
 # ``modalseg`` through a symlink in a temporary plugin folder, exported as QGIS_PLUGINPATH.

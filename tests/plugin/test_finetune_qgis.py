@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.paths import REFERENCE_PACKAGE
-from tests.plugin.helpers import SHARED_DATA
 
-HOUSES = SHARED_DATA / "lidarhd_houses"
 STEM = "lidarprod_870000_6618000"
 
 
@@ -27,12 +25,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def halves(tmp_path_factory):
-    """Left-half label polygons (EPSG:4326) and a right-half label raster (held out)."""
+def halves(tmp_path_factory, shared_data):
+    """The houses tile's layers, left-half label polygons (EPSG:4326) and a right-half label raster (held out)."""
     from osgeo import gdal, ogr, osr
 
+    houses = shared_data / "lidarhd_houses"
     out = tmp_path_factory.mktemp("houses-labels")
-    src = gdal.Open(str(HOUSES / f"{STEM}_label.tif"))
+    src = gdal.Open(str(houses / f"{STEM}_label.tif"))
     labels = src.ReadAsArray()
     cut = labels.shape[1] // 2
 
@@ -59,20 +58,21 @@ def halves(tmp_path_factory):
     gdal.Polygonize(band, band.GetMaskBand(), lyr, 0)
     lyr = vec = band = ds = src = None
     gdal.VectorTranslate(str(out / "left.gpkg"), str(out / "left_l93.gpkg"), dstSRS="EPSG:4326")
-    return {"polygons": str(out / "left.gpkg"), "held_out": str(out / "right.tif"), "folder": out}
+    return {"polygons": str(out / "left.gpkg"), "held_out": str(out / "right.tif"), "folder": out,
+            "optical": str(houses / f"{STEM}_rgb.tif"), "ndsm": str(houses / f"{STEM}_ndsm.tif")}
 
 
-def _segment_and_score(processing_run, model: str, held_out: str, out: Path) -> dict:
+def _segment_and_score(processing_run, model: str, halves: dict, out: Path) -> dict:
     seg = processing_run("modalseg:segment", {
-        "OPTICAL": str(HOUSES / f"{STEM}_rgb.tif"), "ELEVATION": str(HOUSES / f"{STEM}_ndsm.tif"),
+        "OPTICAL": halves["optical"], "ELEVATION": halves["ndsm"],
         "ELEVATION_TYPE": 2, "MODEL_FILE": model, "OUTPUT": str(out / "classes.tif"), "ROBUSTNESS": None})
-    return processing_run("modalseg:evaluate", {"INPUT": seg["OUTPUT"], "REFERENCE": held_out,
+    return processing_run("modalseg:evaluate", {"INPUT": seg["OUTPUT"], "REFERENCE": halves["held_out"],
                                                 "MODEL_FILE": model, "TABLE": "TEMPORARY_OUTPUT",
                                                 "CSV": str(out / "acc.csv")})
 
 
 def _finetune_params(halves, out: Path, **extra):
-    params = {"OPTICAL": str(HOUSES / f"{STEM}_rgb.tif"), "ELEVATION": str(HOUSES / f"{STEM}_ndsm.tif"),
+    params = {"OPTICAL": halves["optical"], "ELEVATION": halves["ndsm"],
               "ELEVATION_TYPE": 2, "LABELS": halves["polygons"], "CLASS_FIELD": "classe",
               "MODEL_FILE": str(REFERENCE_PACKAGE), "EPOCHS": 8, "CHIP_SIZE": 96, "BATCH_SIZE": 8,
               "LEARNING_RATE": 0.003, "OUTPUT": str(out)}
@@ -88,11 +88,11 @@ def processing_run(qgis_app, one_thread):
 
 
 def test_finetune_raises_held_out_miou(processing_run, halves, tmp_path):
-    before = _segment_and_score(processing_run, str(REFERENCE_PACKAGE), halves["held_out"], tmp_path / "before")
+    before = _segment_and_score(processing_run, str(REFERENCE_PACKAGE), halves, tmp_path / "before")
     result = processing_run("modalseg:finetune", _finetune_params(halves, tmp_path / "package"))
     model = result["MODEL_OUT"]
     assert Path(model).is_file() and Path(model).with_suffix(".safetensors").is_file()
-    after = _segment_and_score(processing_run, model, halves["held_out"], tmp_path / "after")
+    after = _segment_and_score(processing_run, model, halves, tmp_path / "after")
     print(f"\nheld-out mIoU (right half of the houses tile): start model {before['MIOU']:.3f}, "
           f"fine-tuned {after['MIOU']:.3f}; OA {before['OA']:.3f} -> {after['OA']:.3f}; "
           f"validation mIoU {result['START_VAL_MIOU']:.3f} -> {result['VAL_MIOU']:.3f} "
