@@ -22,6 +22,8 @@ from .clouds import PointChunk
 HEIGHT_NODATA = -9999.0
 COLOUR_NODATA = 0
 COLOUR_SCALE_16_TO_8 = 256.0  # LAS colours are 16-bit; the rasters hold 8-bit values
+LARGE_GAP_CELLS = 64   # terrain gaps bigger than this are interpolated across (linear, from their rim)
+SMALL_GAP_PASSES = 16  # 3 x 3 averaging passes that fill the smaller ones from their edges
 
 _TERRAIN = np.zeros(CODE_COUNT, bool)
 _TERRAIN[list(TERRAIN_CODES)] = True
@@ -153,30 +155,45 @@ def _colour_raster(sums: ColourSums, shape: Tuple[int, int], valid: np.ndarray) 
 
 
 def _terrain(ground_z: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Lowest terrain height per cell; the valid cells without terrain points are interpolated
-    linearly between the terrain cells around them (nearest terrain cell outside their hull)."""
+    """Lowest terrain height per cell, with the valid cells that have no terrain point filled.
+
+    Large gaps (under buildings, dense canopy) are interpolated linearly between the terrain cells
+    on their rim; small gaps (the empty cells of a sparse cloud) are filled outward from their
+    neighbours by normalised 3 x 3 averaging. Triangulating only the rims of large gaps keeps the
+    Delaunay small and the memory bounded, however sparse the cloud."""
     has_ground = np.isfinite(ground_z)
     dtm = np.full(ground_z.shape, HEIGHT_NODATA, np.float32)
     if not has_ground.any():
         return dtm
-    dtm[has_ground] = ground_z[has_ground]
-    gaps = valid & ~has_ground
-    if gaps.any():
-        # Only the terrain cells on the rim of a gap shape the interpolation inside it: triangulating
-        # those instead of every terrain cell keeps the Delaunay small.
-        rim = has_ground & ndimage.binary_dilation(~has_ground)
-        known = np.argwhere(rim)
-        wanted = np.argwhere(gaps)
-        values = np.full(len(wanted), np.nan)
+    filled = np.where(has_ground, ground_z, 0.0).astype(np.float64)
+    known = has_ground.copy()
+    gap_ids, _ = ndimage.label(~has_ground)
+    large = np.bincount(gap_ids.ravel()) > LARGE_GAP_CELLS
+    large[0] = False
+    in_large_gap = large[gap_ids]
+    wanted = valid & in_large_gap
+    if wanted.any():
+        rim = has_ground & ndimage.binary_dilation(in_large_gap)
+        cells = np.argwhere(wanted)
         try:
-            values = LinearNDInterpolator(known, ground_z[rim])(wanted)
+            values = LinearNDInterpolator(np.argwhere(rim), ground_z[rim])(cells)
         except (QhullError, ValueError):  # fewer than three rim cells, or all on one line
-            pass
-        outside = np.isnan(values)
-        if outside.any():
-            _, nearest = _nearest_occupied(has_ground)
-            flat = wanted[outside, 0] * ground_z.shape[1] + wanted[outside, 1]
-            values[outside] = ground_z.reshape(-1)[nearest.reshape(-1)[flat]]
-        dtm[tuple(wanted.T)] = values.astype(np.float32)
-    dtm[~valid] = HEIGHT_NODATA
+            values = np.full(len(cells), np.nan)
+        inside = np.isfinite(values)
+        filled[tuple(cells[inside].T)] = values[inside]
+        known[tuple(cells[inside].T)] = True
+    small = valid & ~known
+    for _ in range(SMALL_GAP_PASSES):
+        if not small.any():
+            break
+        weight = ndimage.uniform_filter(known.astype(np.float64), 3, mode="constant")
+        total = ndimage.uniform_filter(np.where(known, filled, 0.0), 3, mode="constant")
+        reached = small & (weight > 0)
+        filled[reached] = total[reached] / weight[reached]
+        known |= reached
+        small &= ~reached
+    if small.any():  # beyond the hull of a large gap's rim, or farther than the passes reach
+        _, nearest = _nearest_occupied(has_ground)
+        filled.reshape(-1)[np.flatnonzero(small)] = ground_z.reshape(-1)[nearest.reshape(-1)[small.reshape(-1)]]
+    dtm[valid] = filled[valid].astype(np.float32)
     return dtm
