@@ -226,3 +226,30 @@ def test_a_folder_of_tiles_is_one_mosaic(tmp_path):
     assert grid[:3] == (20, 10, (700000.0, 1.0, 0.0, 6600010.0, 0.0, -1.0))
     assert np.all(dsm[:, :10] == 50.0) and np.all(dsm[:, 10:] == 51.0)
     assert report.points_read == 200
+
+
+def test_crs_and_height_unit_from_geotiff_keys(tmp_path):
+    """A LAS 1.2 cloud naming its CRS by EPSG code in GeoTIFF keys, heights in feet (VerticalUnitsGeoKey)."""
+    import laspy
+    from laspy.vlrs.known import GeoKeyDirectoryVlr, GeoKeyEntryStruct, GeoKeysHeaderStructs
+
+    keys = GeoKeyDirectoryVlr()
+    keys.geo_keys_header = GeoKeysHeaderStructs()
+    keys.geo_keys_header.number_of_keys = 3
+    keys.geo_keys = [GeoKeyEntryStruct(1024, 0, 1, 1), GeoKeyEntryStruct(3072, 0, 1, 2154),
+                     GeoKeyEntryStruct(4099, 0, 1, 9002)]
+    header = laspy.LasHeader(point_format=3, version="1.2")
+    header.vlrs.append(keys)
+    cloud = laspy.LasData(header)
+    cloud.x = np.array([700000.5, 700001.5, 700002.5])
+    cloud.y = np.full(3, 6600000.5)
+    cloud.z = np.array([100.0, 200.0, 300.0])
+    cloud.classification = np.full(3, 2, np.uint8)
+    cloud.write(str(tmp_path / "keys.las"))
+    lines = []
+    report = run([tmp_path / "keys.las"], all_outputs(tmp_path / "out", ("dsm",)), lines, pixel_size_m=1.0)
+    assert any("(GeoTIFF keys (EPSG:2154))" in line and "heights in foot (0.3048 m; the header's vertical units key)"
+               in line and "converted to metre" in line for line in lines), lines
+    dsm, grid = read(report.outputs["dsm"])
+    assert grid[3].GetAuthorityCode(None) == "2154"
+    assert np.allclose(dsm[0], [30.48, 60.96, 91.44], atol=1e-3)
