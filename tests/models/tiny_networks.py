@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+import numpy as np
+
+from modalseg.engine.normalize import normalize
+from modalseg.models.data.chips import as_normalization
+from modalseg.models.data.synthetic import synthetic_scene
 from modalseg.models.export import NDSM_NORM, OPTICAL_NORM
 
 SAR_NORM = {"type": "meanstd", "mean": [-10.0], "std": [6.0]}
@@ -42,3 +47,21 @@ def network_config(architecture: str, num_classes: int = 6) -> Dict[str, Any]:
     spec = TINY[architecture]
     return {**spec["network"], "num_classes": num_classes,
             "modalities": {m: MODALITIES[m]["bands"] for m in spec["modalities"]}}
+
+
+def synthetic_batch(architecture: str, n: int = 4, size: int = 64, seed: int = 0):
+    """A ``TrainingBatch`` of ``n`` synthetic scenes, normalised as the architecture's packages
+    are, every modality present; targets are class indices (scene value - 1)."""
+    import torch
+
+    from modalseg.models.networks._base import TrainingBatch
+
+    scenes = [synthetic_scene(size, seed=seed + i) for i in range(n)]
+    inputs = {}
+    for name in TINY[architecture]["modalities"]:
+        entry = MODALITIES[name]
+        norm = as_normalization(entry["normalization"], entry["bands"])
+        layers = [s[entry["source"]].astype(np.float32) for s in scenes]
+        inputs[name] = torch.from_numpy(np.stack([normalize(a, np.ones(a.shape[1:], bool), norm) for a in layers]))
+    target = torch.from_numpy(np.stack([s["label"].astype(np.int64) - 1 for s in scenes]))
+    return TrainingBatch(inputs, torch.ones(n, len(inputs)), target)
