@@ -22,8 +22,8 @@ from .clouds import PointChunk
 HEIGHT_NODATA = -9999.0
 COLOUR_NODATA = 0
 COLOUR_SCALE_16_TO_8 = 256.0  # LAS colours are 16-bit; the rasters hold 8-bit values
-LARGE_GAP_CELLS = 64   # terrain gaps bigger than this are interpolated across (linear, from their rim)
-SMALL_GAP_PASSES = 16  # 3 x 3 averaging passes that fill the smaller ones from their edges
+DEEP_GAP_CELLS = 3     # terrain gaps reaching farther than this from terrain are interpolated linearly
+SMALL_GAP_PASSES = 16  # 3 x 3 averaging passes that fill the rest from their edges
 
 _TERRAIN = np.zeros(CODE_COUNT, bool)
 _TERRAIN[list(TERRAIN_CODES)] = True
@@ -157,24 +157,23 @@ def _colour_raster(sums: ColourSums, shape: Tuple[int, int], valid: np.ndarray) 
 def _terrain(ground_z: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Lowest terrain height per cell, with the valid cells that have no terrain point filled.
 
-    Large gaps (under buildings, dense canopy) are interpolated linearly between the terrain cells
-    on their rim; small gaps (the empty cells of a sparse cloud) are filled outward from their
-    neighbours by normalised 3 x 3 averaging. Triangulating only the rims of large gaps keeps the
-    Delaunay small and the memory bounded, however sparse the cloud."""
+    Wide gaps (under buildings, dense canopy: cells farther than DEEP_GAP_CELLS from any terrain
+    cell) are interpolated linearly between the terrain cells around them; the rest, the empty
+    cells of a sparse cloud and the edges of wide gaps, are filled outward from their neighbours by
+    normalised 3 x 3 averaging. Only the terrain cells around wide gaps are triangulated, which
+    keeps the Delaunay small and the memory bounded however sparse the cloud."""
     has_ground = np.isfinite(ground_z)
     dtm = np.full(ground_z.shape, HEIGHT_NODATA, np.float32)
     if not has_ground.any():
         return dtm
     filled = np.where(has_ground, ground_z, 0.0).astype(np.float64)
     known = has_ground.copy()
-    gap_ids, _ = ndimage.label(~has_ground)
-    large = np.bincount(gap_ids.ravel()) > LARGE_GAP_CELLS
-    large[0] = False
-    in_large_gap = large[gap_ids]
-    wanted = valid & in_large_gap
-    if wanted.any():
-        rim = has_ground & ndimage.binary_dilation(in_large_gap)
-        cells = np.argwhere(wanted)
+    distance, nearest = _nearest_occupied(has_ground)
+    deep = distance > DEEP_GAP_CELLS
+    if (deep & valid).any():
+        around = ndimage.binary_dilation(deep, iterations=DEEP_GAP_CELLS + 1)
+        rim = has_ground & around
+        cells = np.argwhere(around & ~has_ground & valid)
         try:
             values = LinearNDInterpolator(np.argwhere(rim), ground_z[rim])(cells)
         except (QhullError, ValueError):  # fewer than three rim cells, or all on one line
@@ -192,8 +191,7 @@ def _terrain(ground_z: np.ndarray, valid: np.ndarray) -> np.ndarray:
         filled[reached] = total[reached] / weight[reached]
         known |= reached
         small &= ~reached
-    if small.any():  # beyond the hull of a large gap's rim, or farther than the passes reach
-        _, nearest = _nearest_occupied(has_ground)
-        filled.reshape(-1)[np.flatnonzero(small)] = ground_z.reshape(-1)[nearest.reshape(-1)[small.reshape(-1)]]
+    if small.any():  # outside the hull of the terrain around a wide gap: the nearest terrain cell
+        filled[small] = ground_z.reshape(-1)[nearest[small]]
     dtm[valid] = filled[valid].astype(np.float32)
     return dtm
