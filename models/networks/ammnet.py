@@ -1,15 +1,20 @@
-"""AMMNet-like asymmetric RGB + DSM network — a placeholder design [R] (digest §1.5).
+"""AMMNet-like asymmetric RGB + DSM network — a placeholder design built on the abstract alone.
 
-Only AMMNet's abstract is available, so every detail is a choice:
+Paper: Ye, Chen, Hu, Chung & Chen, "AMMNet: An Asymmetric Multi-Modal Network for Remote Sensing
+Semantic Segmentation" (arXiv 2507.16158, 2025). Its abstract names three parts: an Asymmetric Dual
+Encoder (deep RGB, light DSM encoder), an Asymmetric Prior Fuser (a modality-aware prior matrix from
+the DSM steering how RGB context is aggregated) and Distribution Alignment (a divergence between the
+two feature distributions is minimised). No equation, width or loss weight was available, so every
+detail is ModalSeg's:
 
 * ADE: a deep optical ``light_cnn`` (widths 16/32/64/128, depths 1/1/2/1) and a light elevation
   ``light_cnn`` (``aux_widths`` 8/16/32/64, depth 1 each), run as ``SeparateStreams``; a 1×1
   conv per stage aligns the elevation width to the optical width.
 * APF per stage: gate form everywhere, plus DSM-prior-biased attention at the coarsest stage
   (``apf_attention_stages``; global attention is affordable only at stride 32).
-* DA: ``forward_train`` returns per-stage 1×1 projections of both streams (``da_pairs``) for
-  ``losses.kl_alignment`` (KL over channels per pixel, τ = 1; weight chosen by the trainer,
-  0.1 suggested).
+* DA: per-stage 1×1 projections of both streams (``forward_train``'s ``da_pairs``) aligned by
+  ``losses.kl_alignment`` (KL over channels per pixel, τ = 1) with weight 0.1 in
+  ``training_loss``, on the samples that have both modalities.
 * Decoder: UPerHead (64 channels).
 
 Logits only (``has_robustness = False``): the APF gate is a multiplicative prior on the optical

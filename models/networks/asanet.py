@@ -1,11 +1,18 @@
-"""ASANet: asymmetric semantic aligning RGB + SAR network (digest §2), at CPU size.
+"""ASANet: asymmetric semantic aligning RGB + SAR network, at CPU size.
+
+Paper: Zhang, Peng, Lu, Huang & Liu, "ASANet: Asymmetric Semantic Aligning Network for RGB and SAR
+image land cover classification" (ISPRS J. Photogramm. Remote Sens. 218, 2024). Specified by the
+paper and its authors' code: twin encoders with separate weights; per stage a Semantic Focusing
+Module (each stream re-weighted from its difference to the other) and a Cascade Fusion Module
+(channel then spatial selection); UPerNet decoder; an FCN auxiliary head on stage 3 with loss weight
+0.4.
 
 Composition: twin encoders with separate weights (``light_cnn`` 16/32/64/128 instead of
 ConvNeXt-V2-T), per stage SFM (interaction fed forward) → channel LayerNorm per stream (the
 normalised tensors are also carried forward, as in the code) → CFM (stage fusion) → UPerHead;
-an FCN auxiliary head on stage 3 (``forward_train``'s ``aux_logits``; loss weight 0.4 suggested).
+an FCN auxiliary head on stage 3 (``forward_train``'s ``aux_logits``, weighed 0.4 in ``training_loss``).
 
-Choices [R]: UPerHead PPM uses global + local-window pooling (ONNX-friendly, see decoders);
+ModalSeg's choices: UPerHead PPM uses global + local-window pooling (ONNX-friendly, see decoders);
 decoder width 64 instead of 256. Logits only (``has_robustness = False``): CFM's softmax runs
 over channels, not over modalities, so it yields no per-modality share. Absent SAR → SFM leaves
 the optical stream unchanged and CFM zeroes the SAR gate. ``size_multiple`` = 32.

@@ -1,4 +1,11 @@
-"""EMSNet-style dual encoder–decoder (optical + elevation or SAR), digest §4, at CPU size.
+"""EMSNet-style dual encoder–decoder (optical + elevation or SAR), at CPU size.
+
+Paper: Zhou, Wang, Su, Wen, Zhang & Zhang, "EMSNet: Efficient Multimodal Symmetric Network for
+Semantic Segmentation of Urban Scene from Remote Sensing Imagery" (IEEE JSTARS, 2025). Specified
+there: two full encoder–decoder streams, the auxiliary stream guided by RGB through a
+Separation-and-Aggregation gate at every encoder and decoder level, restore blocks with transposed
+convolutions, class-frequency-weighted CE. The paper's second stage (distillation from a LoRA-tuned
+SAM teacher) is not reproduced: there is no teacher offline.
 
 Composition: two five-level ``ResidualPyramid`` encoders (strides 2…32; the auxiliary stream has
 ``aux_blocks`` blocks per level, the optical ``main_blocks``), RGB→aux ``SAGate`` guidance at every
@@ -7,7 +14,7 @@ block is shared, as in the reference code), guidance RSD_i = RS([RSD_{i+1}; SAG(
 at every decoder level, and a final full-resolution ``SAGate`` fusing the two 16-channel decoder
 outputs, then conv3×3-BN-ReLU + 1×1 classifier.
 
-Choices [R]: paper-form SA-Gate (FS channel gates with the crossed recalibration + FA per-pixel
+ModalSeg's choices: paper-form SA-Gate (FS channel gates with the crossed recalibration + FA per-pixel
 softmax) everywhere, instead of the code's SK-style gate; guidance uses the same-level RGB feature
 (as the code); BatchNorm inside restore blocks; plain logits (no sigmoid); default widths
 16/16/32/64/96 (≈1.3 M) instead of 64/64/128/256/256 (15.15 M here, paper 15.26 M).

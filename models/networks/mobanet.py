@@ -1,4 +1,12 @@
-"""MoBaNet: parameter-efficient modality-balanced symmetric fusion (digest §3), tiny version.
+"""MoBaNet: parameter-efficient modality-balanced symmetric fusion, tiny version.
+
+Paper: Li, Zheng, Miao, Lu, Cai, Fu & Huang, "Parameter-Efficient Modality-Balanced Symmetric Fusion
+for Multimodal Remote Sensing Semantic Segmentation" (arXiv 2603.17705, 2026). Specified by the
+paper and its authors' code: one frozen ViT shared by both streams, the optical stream on its frozen
+patch embedding and the auxiliary one on a trainable copy, a Cross-modal Prompt-Injected Adapter
+before and a Difference-Guided Gated Fusion after each of 4 stages, a UPerNet decoder, and MCRM
+training (ρ = 0.25 of each batch masked on one modality, λ = 0.01 on the modality heads' CE over the
+pixels the fused head gets wrong).
 
 Composition: one *shared, frozen* ``TinyViT`` (built without weights; see ``nn/vit.py`` for the
 DINOv2 weights a user would load) run on both streams; the optical stream uses the backbone's
@@ -7,9 +15,10 @@ stages a ``CPIA`` (code form: CPG + TFT) modulates both token streams; after eac
 frozen final LayerNorm is applied and a ``DGFM`` fuses the two; a trainable LayerNorm + 1×1
 conv projects to ``proj_dim``; a UPerHead (64 channels) decodes the 4 same-resolution taps.
 Two training-only FCN auxiliary heads on the stage-1 projected streams feed MCRM's hard-pixel
-loss (``forward_train``: ``aux_logits`` = [optical, aux]); masking is ``strategies.mcrm_masking``.
+loss (``forward_train``: ``aux_logits`` = [optical, aux]); ``training_loss`` masks with
+``strategies.mcrm_masking`` first.
 
-Choices [R]: ``freeze_backbone`` (default True, as in the paper; set False to train the random
+ModalSeg's choices: ``freeze_backbone`` (default True, as in the paper; set False to train the random
 tiny ViT from scratch on CPU, which is the only sensible use without real weights); patch 16
 (SAM-style) so ``size_multiple`` = 32 (DINOv2's 14 would need multiples of 14·2); the auxiliary
 patch embedding is initialised from the optical one averaged over its input channels.

@@ -1,10 +1,20 @@
-"""SGMA: Semantic-Guided Modality-Aware segmentation for any subset of modalities (digest §5).
+"""SGMA: Semantic-Guided Modality-Aware segmentation for any subset of modalities.
+
+Paper: Wen, Liao, Xiao & Wang, "SGMA: Semantic-Guided Modality-Aware Segmentation for Remote Sensing
+with Incomplete Multimodal Data" (arXiv 2603.02505, 2026). Specified there: one encoder shared by
+every modality (packed along the batch), a Semantic-Guided Fusion per scale whose robustness
+perceptron's softmax over the present modalities gives per-pixel robustness maps R_m^s (Σ_m R_m^s =
+1) that are also the fusion weights, Modality-Aware Sampling during training (one modality per
+sample trained alone, drawn from the inverted robustness), the objective L = 2·CE(SGF) + 1·CE(MAS),
+SP/RP heads 8/4 and MP kernels 3/7/11. The paper's equation bodies are not legible and it has no
+code; everything below is ModalSeg's reconstruction.
 
 Composition: ``SharedStream`` (one small CNN for every modality, packed along the batch, a private
 stem per modality) → ``SemanticGuidedFusion`` at each of the 4 scales → shared ``MLPHead``.
-``forward`` returns logits and robustness maps; ``forward_train`` also runs the MAS path.
+``forward`` returns logits and robustness maps; ``forward_train`` also runs the MAS path, which
+``training_loss`` weighs into the dual-path objective.
 
-Choices where the paper is silent (all [R]):
+Choices where the paper is silent (ModalSeg's):
 
 * Backbone: ``light_cnn`` (ResNet-ish, widths 16/32/64/128 by default) instead of PVT-v2-b2 /
   ResNet-50 (CPU budget). Modalities with other band counts get their own stem conv instead of
@@ -17,9 +27,9 @@ Choices where the paper is silent (all [R]):
   package): a two-conv detail stem per modality at full resolution, fused with the exported
   robustness weights themselves (so the maps say what the detail path used too), concatenated with
   the upsampled head features and refined by two 3×3 convs. MAS logits stay on the coarse head.
-* Robustness export (§5.7): RP weights per scale, bilinearly upsampled to the input (convex, so
-  still normalised), averaged over the 4 scales with equal weights, renormalised over the present
-  modalities; absent modalities are exactly 0.
+* Robustness export (the paper plots only per-scale averages): RP weights per scale, bilinearly
+  upsampled to the input (convex, so still normalised), averaged over the 4 scales with equal
+  weights, renormalised over the present modalities; absent modalities are exactly 0.
 
 Absence is handled by masks on ``present`` only, so one ONNX graph serves every subset.
 ``size_multiple`` = 32 (four stride-2 reductions below the stride-2 stem).

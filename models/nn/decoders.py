@@ -10,7 +10,8 @@ from .common import ConvBNAct, upsample
 
 
 class MLPHead(nn.Module):
-    """SegFormer-style all-MLP head ([R] for SGMA's unspecified "SegHead").
+    """SegFormer-style all-MLP head (ModalSeg's choice for SGMA's "SegHead", which the paper does
+    not describe).
 
     Each level → 1×1 conv to ``dim``, upsampled to the finest level, concatenated, fused by a
     1×1 conv-BN-ReLU, classified, and upsampled to the input by the finest stride.
@@ -43,7 +44,7 @@ class FullResolutionRefiner(nn.Module):
 
     The coarse map carries context, the ``detail`` map (full resolution, ``detail_channels``) the
     edges that a stride-4 head blurs: 1-pixel roof edges, narrow hedges. Two 3×3 conv-BN-ReLU then
-    the classifier, all at full resolution ([R]: SGMA's head stops at 1/4).
+    the classifier, all at full resolution (ModalSeg's addition: SGMA's head stops at 1/4).
     """
 
     def __init__(self, coarse_channels: int, detail_channels: int, stride: int, num_classes: int,
@@ -61,7 +62,8 @@ class FullResolutionRefiner(nn.Module):
 
 class PoolingPyramid(nn.Module):
     """PPM without adaptive pooling to fixed grids (the legacy ONNX exporter cannot do those for
-    dynamic sizes): a global-average branch plus stride-1 local average windows (3, 5) [R]."""
+    dynamic sizes): a global-average branch plus stride-1 local average windows (3, 5), where
+    UPerNet pools to fixed 1/2/3/6 grids (ModalSeg's substitute)."""
 
     def __init__(self, cin: int, channels: int, windows: Sequence[int] = (3, 5)) -> None:
         super().__init__()

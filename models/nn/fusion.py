@@ -33,10 +33,13 @@ class ConcatProj(nn.Module):
 
 
 class SAGate(nn.Module):
-    """Separation-and-Aggregation gate, paper form (EMSNet §4.2 / SA-Gate).
+    """Separation-and-Aggregation gate in the form Zhou, Wang, Su, Wen, Zhang & Zhang, "EMSNet:
+    Efficient Multimodal Symmetric Network for Semantic Segmentation of Urban Scene from Remote
+    Sensing Imagery" (IEEE JSTARS, 2025) describe it (after the SA-Gate of Chen et al., ECCV 2020).
 
     FS: a channel attention vector from GAP([a; b]) gives sigmoid gates; each stream is
-    recalibrated by *adding* the other's filtered map (crossed form, [R]).
+    recalibrated by *adding* the other's filtered map (the crossed form is ModalSeg's reading of
+    the paper's prose: RGB cleans the DSM, the DSM calibrates RGB).
     FA: two 1×1 convs on [a_rec; b_rec] give per-pixel logits, softmaxed across the two present
     streams: out = a·A_a + b·A_b. ``forward`` returns (out, A) with A = B×2×H×W (sums to 1 over
     present inputs, 0 for an absent one): a per-pixel modality weight usable as robustness.
@@ -61,8 +64,11 @@ class SAGate(nn.Module):
 
 
 class CFM(nn.Module):
-    """ASANet Cascade Fusion Module: channel gates from GAP of the joint map, then per-pixel
-    channel-softmax weights per stream (digest §2.3). An absent stream's gate is zeroed."""
+    """ASANet Cascade Fusion Module (Zhang, Peng, Lu, Huang & Liu, "ASANet: Asymmetric Semantic
+    Aligning Network for RGB and SAR image land cover classification", 2024), as in the authors'
+    code: U = conv1×1([a; b]), channel gates a_m = σ(M_m(GAP(U))), W_m = F_m·a_m,
+    V = conv1×1([W_a; W_b]), out = Σ_m W_m·softmax_channels(conv1×1_m(V)). An absent stream's gate
+    is zeroed (ModalSeg)."""
 
     def __init__(self, channels: int, expand: int = 4) -> None:
         super().__init__()
@@ -83,9 +89,11 @@ class CFM(nn.Module):
 
 
 class DGFM(nn.Module):
-    """MoBaNet Difference-Guided Gated Fusion: G = σ(MLP([R_a; R_b; |R_a − R_b|])),
-    out = G·a + (1−G)·b. The last conv is zero-initialised (G = 0.5 at start). Returns
-    (out, g) where g is the presence-aware gate (1 when only a is present, 0 when only b)."""
+    """MoBaNet Difference-Guided Gated Fusion (Li, Zheng, Miao, Lu, Cai, Fu & Huang,
+    "Parameter-Efficient Modality-Balanced Symmetric Fusion for Multimodal Remote Sensing Semantic
+    Segmentation" (arXiv 2603.17705, 2026)): G = σ(MLP([R_a; R_b; |R_a − R_b|])),
+    out = G·a + (1−G)·b. The last conv is zero-initialised (G = 0.5 at start). Returns (out, g) where g is the
+    presence-aware gate (1 when only a is present, 0 when only b)."""
 
     def __init__(self, channels: int, compact: int | None = None) -> None:
         super().__init__()

@@ -10,8 +10,10 @@ from .common import ConvBNAct
 
 
 class SFM(nn.Module):
-    """ASANet Semantic Focusing Module (digest §2.3): each stream is re-weighted per channel by a
-    shared MLP on the global max of its difference to the other stream: F' = F·(1 + w·p_other).
+    """ASANet Semantic Focusing Module (Zhang, Peng, Lu, Huang & Liu, "ASANet: Asymmetric Semantic
+    Aligning Network for RGB and SAR image land cover classification" (ISPRS J. Photogramm. Remote
+    Sens. 218, 2024)), as in the authors' code: each stream is re-weighted per channel by a shared
+    MLP on the global max of its difference to the other stream: F' = F·(1 + w·p_other).
 
     Multiplying the weight by the other stream's presence leaves a stream unchanged when its
     partner is absent (its "difference" would only be itself)."""
@@ -29,8 +31,10 @@ class SFM(nn.Module):
 
 
 class APF(nn.Module):
-    """AMMNet Asymmetric Prior Fuser, placeholder design [R] (digest §1.5; the paper's equations
-    are not available). The (already width-aligned) DSM stream is the structural prior:
+    """AMMNet Asymmetric Prior Fuser, a placeholder design: Ye, Chen, Hu, Chung & Chen, "AMMNet: An
+    Asymmetric Multi-Modal Network for Remote Sensing Semantic Segmentation" (arXiv 2507.16158,
+    2025) describe only a modality-aware prior matrix from the DSM steering the RGB context; the
+    equations below are ModalSeg's. The (already width-aligned) DSM stream is the structural prior:
 
     * gate form (every stage): F = F_r·(1 + g·p_d) + p_d·conv(F_d), g = σ(conv(F_d));
     * with ``attention=True`` (coarse stages): a DSM prior matrix Π = softmax(Q_d K_dᵀ/√d) biases
@@ -69,7 +73,10 @@ class APF(nn.Module):
 
 
 class CPIA(nn.Module):
-    """MoBaNet Cross-modal Prompt-Injected Adapter, code form (CPG + TFT, digest §3.3):
+    """MoBaNet Cross-modal Prompt-Injected Adapter (Li, Zheng, Miao, Lu, Cai, Fu & Huang,
+    "Parameter-Efficient Modality-Balanced Symmetric Fusion for Multimodal Remote Sensing Semantic
+    Segmentation" (arXiv 2603.17705, 2026)), in the form of the authors' released code (prompt
+    generator + task feature transformation, which is what their parameter counts were measured on):
     B = W_u W_f [W_d^a T_a; W_d^b T_b], T̂_m = T_m + (1 + γ_m)·B + β_m on B×N×D token sequences.
 
     The ``paper`` form (prompt as bias inside a bottleneck adapter) is selected with

@@ -1,6 +1,9 @@
-"""EMSNet restore block: conv → PReLU → conv → ReLU → transposed conv ×2 → ReLU (digest §4.2).
+"""EMSNet restore block: conv → PReLU → conv → ReLU → transposed conv ×2 → ReLU.
 
-BatchNorm after both 3×3 convs is an addition [R] for stable small-batch CPU training.
+As in Zhou, Wang, Su, Wen, Zhang & Zhang, "EMSNet: Efficient Multimodal Symmetric Network for
+Semantic Segmentation of Urban Scene from Remote Sensing Imagery" (IEEE JSTARS, 2025), which
+upsamples with a transposed convolution instead of bilinear upsampling + conv to keep edges.
+BatchNorm after both 3×3 convs is ModalSeg's addition, for stable small-batch CPU training.
 """
 from __future__ import annotations
 

@@ -1,6 +1,12 @@
 """SGMA's Semantic-Guided Fusion (SGF) for any subset of K modalities, one scale.
 
-Reconstructed from the digest (§5.3, [R] items) with these choices:
+From Wen, Liao, Xiao & Wang, "SGMA: Semantic-Guided Modality-Aware Segmentation for Remote Sensing
+with Incomplete Multimodal Data" (arXiv 2603.02505, 2026): per modality a projector (depth-wise
+3/7/11 + point-wise), a shared class-aware filter giving one response map per class, class
+prototypes pooled over every pixel of every modality, a spatial perceptron (attention from the
+prototypes to the modality tokens of each pixel) and a robustness perceptron (attention from their
+class mean G to the same tokens) whose weights fuse the modalities. The paper's equation bodies are
+not legible; the shapes and the normalisations below are ModalSeg's reconstruction:
 
 * **MP** (one per modality): parallel depth-wise convs (kernels 3/7/11) + identity, summed, then a
   point-wise conv + BN into the common ``dim``-wide semantic space.

@@ -9,7 +9,10 @@ def mcrm_masking(inputs: dict[str, Tensor], modalities: tuple[str, str], ratio: 
                  blocks: int = 1, area: tuple[float, float] = (0.1, 0.3),
                  aspect: tuple[float, float] = (0.5, 2.0),
                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """MoBaNet's Modality-Conditional Random Masking (training only; digest §3.4).
+    """MoBaNet's Modality-Conditional Random Masking (training only), from Li, Zheng, Miao, Lu, Cai,
+    Fu & Huang, "Parameter-Efficient Modality-Balanced Symmetric Fusion for Multimodal Remote
+    Sensing Semantic Segmentation" (arXiv 2603.17705, 2026); ratio, block count, area and aspect
+    ranges are the authors' code defaults.
 
     ⌊ratio·B⌋ samples are chosen; the first half of them get rectangles zeroed on the first
     modality, the rest on the second (never both). Each rectangle covers U(area) of the image with
@@ -37,7 +40,10 @@ def mcrm_masking(inputs: dict[str, Tensor], modalities: tuple[str, str], ratio: 
 
 def mas_sample(robustness: Tensor, present: Tensor, generator: torch.Generator | None = None,
                eps: float = 1e-6) -> Tensor:
-    """SGMA modality-aware sampling for one scale: a one-hot B×K choice per sample (digest §5.4).
+    """SGMA modality-aware sampling for one scale: a one-hot B×K choice per sample, from
+    Wen, Liao, Xiao & Wang, "SGMA: Semantic-Guided Modality-Aware Segmentation for Remote Sensing
+    with Incomplete Multimodal Data" (arXiv 2603.02505, 2026); per-sample sampling and the detach
+    are ModalSeg's reading.
 
     Inverts the robustness map over the present modalities (R̃ = (1/R)/Σ(1/R), i.e. SoftMin of the
     attention logits), averages over space, and samples one modality per sample: fragile

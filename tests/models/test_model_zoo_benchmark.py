@@ -46,7 +46,7 @@ def test_paper_width_counts_reproduce_the_papers(quick_run):
     rows = _rows(quick_run)
     # EMSNet's code widths give the paper's 15.26 M within 1 %.
     assert abs(rows["EMSNet", "paper"][0] - 15_260_000) < 0.01 * 15_260_000
-    # MoBaNet ViT-B: the PEFT modules match the paper's bookkeeping exactly (digest 3.6) and the
+    # MoBaNet ViT-B: the PEFT modules match the paper's bookkeeping exactly (DINOv2 ViT-B, D = 768) and the
     # printed parts add up to the trainable count of the table.
     parts = dict(re.findall(r"^  (\S.*?\S)\s+([\d,]+)  paper", quick_run, re.M))
     assert parts["4 x CPIA (CPG + TFT)"] == "2,082,048"

@@ -51,7 +51,8 @@ def test_onnx_parity_dynamic_size(net, tmp_path):
 
 
 def test_peft_module_counts_match_paper_vit_b():
-    """Digest §3.6: 4×CPIA = 2,082,048 and 4×(DGFM + LayerNorm) = 1,005,312 for D = 768."""
+    """MoBaNet's bookkeeping for DINOv2 ViT-B (D = 768), which the authors' code reproduces:
+    4×CPIA = 2,082,048 and 4×(DGFM + LayerNorm) = 1,005,312 trainable parameters."""
     cpia = sum(p.numel() for p in CPIA(768, 0.25).parameters())
     dgfm = sum(p.numel() for p in DGFM(768, 96).parameters()) + 2 * 768
     assert 4 * cpia == 2_082_048
