@@ -14,15 +14,7 @@ from tests.models.tiny_networks import ARCHITECTURES, network_config, modality_e
 
 ROLE = {"optical": "optical", "ndsm": "elevation", "sar": "sar"}
 FAST = dict(epochs=2, chip=64, batch_size=2, steps_per_epoch=3, patience=0, val_fraction=0.0,
-            learning_rate=3e-3, freeze="encoder", threads=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+            learning_rate=3e-3, freeze="encoder", threads=1)  # shared CPUs: one torch thread
 
 
 @pytest.fixture(scope="module")
