@@ -1,35 +1,14 @@
-"""Fusion blocks: several streams in, one feature out (SGF lives in ``sgf.py``).
+"""Fusion blocks: two streams in, one feature out (SGF, for K streams, lives in ``sgf.py``).
 
 Two-input blocks take the presence columns of both inputs (B×1×1×1 each) and, when one input is
 absent, pass the other through unchanged; that rule is arithmetic, so it traces into ONNX.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import Tensor, nn
 
 from .common import ConvBNAct, masked_softmax, two_way_gate
-
-
-class MeanFusion(nn.Module):
-    """Average over present streams (baseline for K inputs; MoBaNet's "no DGFM" fusion)."""
-
-    def forward(self, feats: Sequence[Tensor], present: Tensor) -> Tensor:
-        s = sum(f * present[:, i].reshape(-1, 1, 1, 1) for i, f in enumerate(feats))
-        return s / present.sum(1).reshape(-1, 1, 1, 1).clamp_min(1.0)
-
-
-class ConcatProj(nn.Module):
-    """Concatenate (absent streams zeroed) and project with 1×1 conv-BN-ReLU (MuSS-like baseline)."""
-
-    def __init__(self, in_channels: Sequence[int], out_channels: int) -> None:
-        super().__init__()
-        self.proj = ConvBNAct(sum(in_channels), out_channels, 1)
-
-    def forward(self, feats: Sequence[Tensor], present: Tensor) -> Tensor:
-        return self.proj(torch.cat([f * present[:, i].reshape(-1, 1, 1, 1) for i, f in enumerate(feats)], 1))
 
 
 class SAGate(nn.Module):

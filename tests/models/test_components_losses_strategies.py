@@ -8,7 +8,7 @@ import torch
 torch.set_num_threads(1)
 
 from modalseg.models.nn import losses, strategies  # noqa: E402
-from modalseg.models.nn.fusion import CFM, DGFM, ConcatProj, MeanFusion, SAGate  # noqa: E402
+from modalseg.models.nn.fusion import CFM, DGFM, SAGate  # noqa: E402
 from modalseg.models.nn.interaction import APF, CPIA, SFM  # noqa: E402
 from modalseg.models.nn.sgf import SemanticGuidedFusion  # noqa: E402
 
@@ -105,13 +105,6 @@ def test_two_input_blocks_pass_present_stream_through():
     assert APF(8, attention=True)(a, b, both, both).shape == a.shape
     ta, tb = CPIA(8)(a.flatten(2).transpose(1, 2), b.flatten(2).transpose(1, 2), pa[:, :, :, 0], pb[:, :, :, 0])
     torch.testing.assert_close(tb[0], b.flatten(2).transpose(1, 2)[0])
-
-
-def test_k_input_baselines():
-    fs = [torch.ones(1, 2, 2, 2), 3 * torch.ones(1, 2, 2, 2)]
-    torch.testing.assert_close(MeanFusion()(fs, torch.tensor([[1.0, 1.0]])), 2 * torch.ones(1, 2, 2, 2))
-    torch.testing.assert_close(MeanFusion()(fs, torch.tensor([[0.0, 1.0]])), 3 * torch.ones(1, 2, 2, 2))
-    assert ConcatProj([2, 2], 4)(fs, torch.ones(1, 2)).shape == (1, 4, 2, 2)
 
 
 def test_sgf_single_modality_weight_is_one_and_subset_invariance():
