@@ -1,52 +1,33 @@
-"""Accuracy of a classified raster against reference labels, and the one label rasteriser.
+"""Accuracy of a classified raster against reference labels.
 
-* :func:`rasterize_labels` burns polygons with a class field onto any :class:`Grid` (GDAL /
-  OGR, reprojected on the fly). ``evaluate`` and fine-tuning both use it: there is one way to
-  turn label polygons into pixels.
-* :func:`evaluate_classification` reads the reference *through the classified raster's grid*
-  (``BandReader``, nearest neighbour, so class values are never blended), strip by strip, so
-  memory is bounded by a few rows whatever the raster size. Optional ignore value and ISPRS
-  boundary erosion (reference pixels within ``radius`` px of a class boundary are not scored).
-  Scores come from :mod:`.metrics` (rows = reference, columns = prediction).
-* :func:`write_csv` / :func:`write_html`: the report files. The HTML embeds the confusion matrix
-  as a PNG when matplotlib is importable and always as a colour-shaded table.
-
-No qgis here: the Processing algorithm only turns layers into paths.
+:func:`evaluate_classification` reads the reference *through the classified raster's grid*
+(``BandReader``, nearest neighbour, so class values are never blended), strip by strip, so memory
+is bounded by a few rows whatever the raster size. Optional ignore value and ISPRS boundary
+erosion (reference pixels within ``radius`` px of a class boundary are not scored). Scores come
+from :mod:`.metrics` (rows = reference, columns = prediction). :func:`evaluate_polygons` scores
+against polygons, rasterised by :func:`.labels.rasterize_labels`; the report files are written by
+:mod:`.evaluation_report`. No qgis here: the Processing algorithm only turns layers into paths.
 """
 from __future__ import annotations
 
-import base64
-import csv
-import html
-import io
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal
 
 from . import metrics
 from .errors import Cancelled, EngineError
-from .grid import Grid, grid_of, intersects, open_raster, transform_bounds
+from .gdal_mode import gdal_exceptions
+from .grid import grid_of, intersects, open_raster, transform_bounds
+from .labels import MAX_CLASS_VALUE, EvalClass, rasterize_labels, value_lookup
 from .reader import BandReader
 
-gdal.UseExceptions()
-ogr.UseExceptions()
-
-LABEL_NODATA = 255  # "no label" in rasterised labels; package class values are 0..254
-MAX_CLASS_VALUE = 254
 UNCLASSIFIED = "(unclassified)"  # the matrix's extra column: no prediction / a value that is no class
 _NO_PREDICTION = 256  # index used for prediction nodata in the value-level matrix (values are 0..255)
 _STRIP_PIXELS = 4_000_000  # pixels read per strip
-
-
-@dataclass(frozen=True)
-class EvalClass:
-    value: int
-    name: str
-    color: Optional[str] = None  # "#rrggbb", for the report
 
 
 @dataclass
@@ -88,6 +69,7 @@ def _num(x: float) -> Optional[float]:
 
 
 # -- classes ---------------------------------------------------------------------------------
+@gdal_exceptions()
 def raster_classes(path: str, band: int = 1) -> List[EvalClass]:
     """Classes a classified raster names itself (GDAL category names, colours from its table)."""
     ds = open_raster(path)
@@ -110,139 +92,9 @@ def raster_classes(path: str, band: int = 1) -> List[EvalClass]:
     return out
 
 
-def value_lookup(classes: Sequence[EvalClass]) -> Callable[[Any], Optional[int]]:
-    """Class value of a label attribute: an integer value, or a class name (case-insensitive).
-
-    ``None`` / empty attributes give ``None`` (feature skipped); anything else that is no class
-    raises :class:`EngineError` naming it. With no ``classes``, any integer 0..254 is accepted.
-    """
-    by_name = {c.name.strip().lower(): c.value for c in classes}
-    values = {c.value for c in classes}
-    names = ", ".join(f"{c.value} {c.name}" for c in classes)
-
-    def lookup(raw: Any) -> Optional[int]:
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            return None
-        if isinstance(raw, str):
-            key = raw.strip().lower()
-            if key in by_name:
-                return by_name[key]
-            try:
-                raw = float(key)
-            except ValueError:
-                raise EngineError(f"label class '{raw.strip()}' is not a known class"
-                                  + (f" (classes: {names})" if names else "")
-                                  + "; use a class value or name, or fix the label") from None
-        if isinstance(raw, float) and not raw.is_integer():
-            raise EngineError(f"label class value {raw} is not an integer")
-        value = int(raw)
-        if classes and value not in values:
-            raise EngineError(f"label class value {value} is not a known class (classes: {names})")
-        if not 0 <= value <= MAX_CLASS_VALUE:
-            raise EngineError(f"label class value {value} is outside 0..{MAX_CLASS_VALUE}")
-        return value
-
-    return lookup
-
-
-# -- rasterising -----------------------------------------------------------------------------
-@dataclass
-class RasterizedLabels:
-    path: str
-    nodata: int
-    features: Dict[int, int]  # class value -> number of features burnt with it
-    skipped: int  # features without geometry or class
-    messages: List[str] = field(default_factory=list)
-
-
-def _open_vector(path: str, layer: Optional[str]):
-    try:
-        ds = ogr.Open(str(path))
-    except RuntimeError as exc:
-        raise EngineError(f"cannot open the label layer '{path}': {exc}") from None
-    if ds is None:
-        raise EngineError(f"cannot open the label layer '{path}'")
-    lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
-    if lyr is None:
-        raise EngineError(f"'{path}' has no layer '{layer}'")
-    return ds, lyr
-
-
-def rasterize_labels(vector_path: str, class_field: Optional[str], grid: Grid, out_path: str, *,
-                     layer: Optional[str] = None, value_of: Optional[Callable[[Any], Optional[int]]] = None,
-                     all_touched: bool = False) -> RasterizedLabels:
-    """Burn the features of an OGR layer onto ``grid`` as a uint8 GeoTIFF (``LABEL_NODATA`` = no label).
-
-    ``value_of(attribute) -> class value or None`` maps the class field (default:
-    :func:`value_lookup` with no class list); with no ``class_field`` every feature burns 1
-    (an area-of-interest mask). A layer in another CRS is reprojected; a layer
-    without CRS is taken to be in the grid's CRS. Later features win where features overlap.
-    """
-    value_of = value_of or value_lookup([])
-    ds, lyr = _open_vector(vector_path, layer)
-    name = lyr.GetName()
-    if lyr.GetFeatureCount() == 0:
-        raise EngineError(f"the label layer '{name}' has no features")
-    defn = lyr.GetLayerDefn()
-    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    lowered = {f.lower(): i for i, f in enumerate(fields)}
-    if class_field is not None and class_field.lower() not in lowered:
-        raise EngineError(f"the label layer '{name}' has no field '{class_field}'"
-                          f" (fields: {', '.join(fields) or 'none'})")
-    index = lowered[class_field.lower()] if class_field is not None else None
-    srs = lyr.GetSpatialRef()
-    messages = []
-    if srs is None:
-        messages.append(f"Warning: the label layer '{name}' has no CRS; taken to be the raster's")
-        srs = grid.srs()
-    else:
-        srs = srs.Clone()
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    mem = ogr.GetDriverByName("Memory").CreateDataSource("labels")
-    burn = mem.CreateLayer("labels", srs=srs, geom_type=ogr.wkbUnknown)
-    burn.CreateField(ogr.FieldDefn("burn", ogr.OFTInteger))
-    counts: Dict[int, int] = {}
-    skipped = 0
-    lyr.ResetReading()
-    for feature in lyr:
-        geom = feature.GetGeometryRef()
-        if index is None:
-            value: Optional[int] = 1
-        else:
-            value = value_of(feature.GetField(index) if feature.IsFieldSetAndNotNull(index) else None)
-        if geom is None or geom.IsEmpty() or value is None:
-            skipped += 1
-            continue
-        out = ogr.Feature(burn.GetLayerDefn())
-        out.SetGeometry(geom.Clone())
-        out.SetField("burn", int(value))
-        burn.CreateFeature(out)
-        counts[value] = counts.get(value, 0) + 1
-    if not counts:
-        raise EngineError(f"the layer '{name}' has no feature with both a geometry and a class"
-                          + (f" in field '{class_field}' (features mapped to 'ignore' do not count)"
-                             if class_field else ""))
-    xmin, xmax, ymin, ymax = burn.GetExtent()
-    layer_bounds = transform_bounds((xmin, ymin, xmax, ymax), srs.ExportToWkt(), grid.crs_wkt)
-    if not intersects(layer_bounds, grid.bounds) and not (xmin == xmax or ymin == ymax):
-        raise EngineError(f"the label features of '{name}' lie outside the raster; "
-                          "check that both are in the right place and coordinate system")
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    out_ds = gdal.GetDriverByName("GTiff").Create(
-        str(out_path), grid.width, grid.height, 1, gdal.GDT_Byte,
-        ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
-    out_ds.SetGeoTransform(grid.geotransform)
-    out_ds.SetProjection(grid.crs_wkt)
-    band = out_ds.GetRasterBand(1)
-    band.SetNoDataValue(LABEL_NODATA)
-    band.Fill(LABEL_NODATA)
-    options = ["ATTRIBUTE=burn"] + (["ALL_TOUCHED=TRUE"] if all_touched else [])
-    # GDAL reprojects the features to the raster's CRS when the two differ
-    gdal.RasterizeLayer(out_ds, [1], burn, options=options)
-    out_ds.FlushCache()
-    out_ds = None
-    burn = mem = lyr = ds = None
-    return RasterizedLabels(str(out_path), LABEL_NODATA, counts, skipped, messages)
+def classes_from_package(meta: Any) -> List[EvalClass]:
+    """Classes of a package's metadata (``PackageMetadata``)."""
+    return [EvalClass(c.value, c.name, c.color) for c in meta.classes]
 
 
 # -- evaluation ------------------------------------------------------------------------------
@@ -263,6 +115,7 @@ def boundary_mask(values: np.ndarray, valid: np.ndarray, radius: int) -> np.ndar
     return valid & (high != low)
 
 
+@gdal_exceptions()
 def evaluate_classification(classified_path: str, reference_path: str, *, classes: Sequence[EvalClass] = (),
                             reference_band: int = 1, ignore_value: Optional[int] = None,
                             erosion_radius: int = 0,
@@ -355,6 +208,7 @@ def evaluate_classification(classified_path: str, reference_path: str, *, classe
     return EvaluationResult(classes, cm, summary, pixels, messages)
 
 
+@gdal_exceptions()
 def evaluate_polygons(classified_path: str, vector_path: str, class_field: str, work_dir: str, *,
                       layer: Optional[str] = None, classes: Sequence[EvalClass] = (), **kwargs: Any
                       ) -> EvaluationResult:
@@ -367,127 +221,3 @@ def evaluate_polygons(classified_path: str, vector_path: str, class_field: str, 
     if labels.skipped:
         result.messages.append(f"{labels.skipped} label feature(s) without geometry or class were skipped")
     return result
-
-
-# -- reports ---------------------------------------------------------------------------------
-SUMMARY_KEYS = (("oa", "overall accuracy"), ("miou", "mean IoU"), ("mf1", "mean F1"), ("kappa", "kappa"))
-
-
-def write_csv(result: EvaluationResult, path: str) -> None:
-    """Per-class scores, the summary, then the confusion matrix (rows = reference)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["value", "class", "iou", "f1", "precision", "recall", "support_px", "predicted_px"])
-        for r in result.rows():
-            w.writerow([r["value"], r["name"]] + [_fmt(r[k]) for k in ("iou", "f1", "precision", "recall")]
-                       + [r["support"], r["predicted"]])
-        w.writerow([])
-        for key, label in SUMMARY_KEYS:
-            w.writerow([key, label, _fmt(result.summary[key])])
-        for key, value in result.pixels.items():
-            w.writerow([f"{key}_px", f"{key} pixels", value])
-        w.writerow([])
-        w.writerow(["reference \\ predicted"] + result.names + [UNCLASSIFIED])
-        for i, name in enumerate(result.names):
-            w.writerow([name] + [int(v) for v in result.matrix[i]])
-
-
-def _fmt(x: Any) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return ""
-    return f"{x:.6f}" if isinstance(x, float) else str(x)
-
-
-def _matrix_png(result: EvaluationResult) -> Optional[bytes]:
-    """Row-normalised confusion matrix as a PNG; None without matplotlib (no hard dependency)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    n = len(result.classes)
-    cm = result.matrix[:n].astype(np.float64)
-    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    labels = result.names + [UNCLASSIFIED]
-    size = 2.5 + 0.55 * (n + 1)
-    fig = Figure(figsize=(size + 1.0, size))  # no pyplot: no global state inside QGIS
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(111)
-    im = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(n + 1))
-    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n))
-    ax.set_yticklabels(labels[:n], fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("reference")
-    for i in range(n):
-        for j in range(n + 1):
-            ax.text(j, i, f"{int(cm[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if share[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the reference row")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
-def _shade(share: float) -> str:
-    """Blue shade for a table cell (white at 0, dark blue at 1)."""
-    r = int(247 - share * (247 - 8))
-    g = int(251 - share * (251 - 48))
-    b = int(255 - share * (255 - 107))
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def write_html(result: EvaluationResult, path: str, title: str = "ModalSeg accuracy assessment",
-               details: Sequence[Tuple[str, str]] = ()) -> None:
-    """A self-contained HTML report (the picture is embedded as a data URI)."""
-    e = html.escape
-    n = len(result.classes)
-    parts = [f"<html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-             "body{font-family:sans-serif;font-size:10pt} table{border-collapse:collapse;margin:6px 0}"
-             "td,th{border:1px solid #bbb;padding:3px 6px;text-align:right} th{background:#eee}"
-             "td.name{text-align:left}</style></head><body>", f"<h2>{e(title)}</h2>"]
-    if details:
-        parts.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td class='name'>{e(v)}</td></tr>"
-                                         for k, v in details) + "</table>")
-    parts.append("<h3>Summary</h3><table>" + "".join(
-        f"<tr><th>{e(label)}</th><td>{_fmt(result.summary[key]) or 'n/a'}</td></tr>" for key, label in SUMMARY_KEYS)
-        + "".join(f"<tr><th>{e(k)} pixels</th><td>{v}</td></tr>" for k, v in result.pixels.items()) + "</table>")
-    parts.append("<h3>Per class</h3><table><tr><th>value</th><th>class</th><th>IoU</th><th>F1</th>"
-                 "<th>precision</th><th>recall</th><th>reference px</th><th>predicted px</th></tr>")
-    for r in result.rows():
-        parts.append(f"<tr><td>{r['value']}</td><td class='name'>{e(r['name'])}</td>"
-                     + "".join(f"<td>{_fmt(r[k]) or 'n/a'}</td>" for k in ("iou", "f1", "precision", "recall"))
-                     + f"<td>{r['support']}</td><td>{r['predicted']}</td></tr>")
-    parts.append("</table><h3>Confusion matrix</h3><p>Rows: reference; columns: prediction. "
-                 "Cell shade: share of the reference row.</p>")
-    png = _matrix_png(result)
-    if png is not None:
-        parts.append("<img alt='confusion matrix' src='data:image/png;base64,"
-                     + base64.b64encode(png).decode("ascii") + "'/>")
-    names = result.names + [UNCLASSIFIED]
-    parts.append("<table><tr><th>reference \\ predicted</th>" + "".join(f"<th>{e(x)}</th>" for x in names) + "</tr>")
-    for i in range(n):
-        row = result.matrix[i]
-        total = max(int(row.sum()), 1)
-        parts.append(f"<tr><th>{e(names[i])}</th>" + "".join(
-            f"<td style='background:{_shade(v / total)};color:{'white' if v / total > 0.5 else 'black'}'>{int(v)}</td>"
-            for v in row) + "</tr>")
-    parts.append("</table>")
-    if result.messages:
-        parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{e(m)}</li>" for m in result.messages) + "</ul>")
-    parts.append("</body></html>")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-
-
-def classes_from_package(meta: Any) -> List[EvalClass]:
-    """Classes of a package's metadata (``PackageMetadata``)."""
-    return [EvalClass(c.value, c.name, c.color) for c in meta.classes]
-
-
-def classes_from_pairs(pairs: Mapping[int, str]) -> List[EvalClass]:
-    return [EvalClass(int(v), str(n)) for v, n in sorted(pairs.items())]

@@ -10,9 +10,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from osgeo import gdal, osr
 
 from .errors import EngineError
-
-gdal.UseExceptions()
-osr.UseExceptions()
+from .gdal_mode import gdal_exceptions
 
 Bounds = Tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
@@ -151,6 +149,7 @@ def file_grid(path: str) -> Grid:
     return Grid(ds.GetProjection() or "", tuple(gt), ds.RasterXSize, ds.RasterYSize)
 
 
+@gdal_exceptions()
 def grid_of(path: str) -> Grid:
     """The north-up grid covering the raster at its resolution: its own grid when stored north-up,
     else the grid GDAL would warp it to (south-up and rotated rasters are read through a warped VRT)."""
@@ -224,6 +223,7 @@ def _check_crs_present(paths: Sequence[str], grids: Sequence[Grid]) -> None:
                           "the other layers have one; assign it (Raster > Projections > Assign Projection) first")
 
 
+@gdal_exceptions()
 def reference_grid(paths: Sequence[str], request: GridRequest) -> Grid:
     """Grid of ``paths[0]`` (the caller puts the reference layer first), adjusted by ``request``,
     after checking every layer overlaps it. When no layer has a CRS, the grid has none either and

@@ -13,6 +13,7 @@ import numpy as np
 from .binding import Source, reference_order
 from .blending import FinishedRows
 from .errors import Cancelled, EngineError
+from .gdal_mode import gdal_exceptions
 from .grid import Grid, GridRequest, reference_grid
 from .ground import estimated_ground
 from .normalize import Range, percentile_range
@@ -111,6 +112,7 @@ def _network_grid(grid: Grid, meta: PackageMetadata, log: Callable[[str], None])
     return network_grid
 
 
+@gdal_exceptions()  # held until the reader and writer threads are done
 def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_request: GridRequest,
                      outputs: OutputPaths, options: RunOptions = RunOptions(),
                      progress: Optional[Progress] = None, log: Optional[Callable[[str], None]] = None,

@@ -163,7 +163,7 @@ class EvaluateAlgorithm(ModalSegAlgorithm):
         missing = missing_packages(["numpy", "scipy"])
         if missing:
             raise QgsProcessingException(missing_packages_message(missing, "accuracy assessment"))
-        from ..engine import EngineError, PackageError, evaluation
+        from ..engine import EngineError, PackageError, evaluation, evaluation_report
         from ..engine.package import read_sidecar_metadata
 
         classified = gdal_raster_path(self.parameterAsRasterLayer(parameters, self.INPUT, context),
@@ -232,12 +232,12 @@ class EvaluateAlgorithm(ModalSegAlgorithm):
             results[self.TABLE] = dest_id
         csv_path = self.parameterAsFileOutput(parameters, self.CSV, context) if is_set(parameters, self.CSV) else ""
         if csv_path:
-            evaluation.write_csv(result, csv_path)
+            evaluation_report.write_csv(result, csv_path)
             results[self.CSV] = csv_path
         html_path = self.parameterAsFileOutput(parameters, self.HTML, context) if is_set(parameters, self.HTML) else ""
         if html_path:
             ref_name = parameters.get(self.REFERENCE_POLYGONS) or parameters.get(self.REFERENCE)
-            evaluation.write_html(result, html_path, details=[
+            evaluation_report.write_html(result, html_path, details=[
                 ("classified raster", classified), ("reference", str(ref_name)),
                 ("ignore value", "none" if ignore is None else str(ignore)),
                 ("boundary erosion", f"{options['erosion_radius']} px")])

@@ -11,6 +11,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QIcon
 
+from ..engine.gdal_mode import gdal_exceptions
 from .compat import mark_advanced, set_help
 from .paths import ICON_PATH
 
@@ -59,6 +60,13 @@ class ModalSegAlgorithm(QgsProcessingAlgorithm):
     GROUP = ""
     GROUP_ID = ""
     TAGS: Tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every algorithm's ``processAlgorithm`` runs with GDAL's exceptions on (ModalSeg's GDAL
+        calls rely on them) and leaves the mode of QGIS and the other plugins as it found it."""
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = gdal_exceptions()(cls.__dict__["processAlgorithm"])
 
     def name(self) -> str:
         return self.ALGORITHM_ID

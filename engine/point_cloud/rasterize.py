@@ -22,6 +22,7 @@ import numpy as np
 from osgeo import osr
 
 from ..errors import Cancelled, EngineError
+from ..gdal_mode import gdal_exceptions
 from ..grid import Bounds, Grid, grid_of, intersects
 from ..package import ClassInfo
 from ..writers import GeoTiffWriter, class_nodata_value
@@ -78,6 +79,7 @@ class RasterizeReport:
     skipped: List[str] = field(default_factory=list)
 
 
+@gdal_exceptions()
 def rasterize_point_cloud(clouds: Sequence[str], outputs: RasterOutputs, classes: Sequence[ClassInfo] = (),
                           options: RasterizeOptions = RasterizeOptions(), log: Log = print,
                           progress: Progress = lambda fraction, text: None,

@@ -12,10 +12,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ...engine.gdal_mode import gdal_exceptions
+
 
 def _gdal():
     from osgeo import gdal
-    gdal.UseExceptions()
     return gdal
 
 
@@ -29,6 +30,7 @@ class RasterStack:
     region: str = ""
     _cache: Dict[str, Tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
+    @gdal_exceptions()
     def __post_init__(self) -> None:
         gdal = _gdal()
         ref = None
@@ -50,6 +52,7 @@ class RasterStack:
     def modalities(self) -> List[str]:
         return list(self.files)
 
+    @gdal_exceptions()
     def _read(self, path: Path, x: int, y: int, w: int, h: int) -> Tuple[np.ndarray, np.ndarray]:
         gdal = _gdal()
         ds = gdal.Open(str(path))

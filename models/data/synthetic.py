@@ -14,6 +14,8 @@ from typing import Dict, Tuple
 import numpy as np
 from scipy import ndimage
 
+from ...engine.gdal_mode import gdal_exceptions
+
 GROUND, BUILDING, LOW_VEG, TREE, WATER, OTHER = 1, 2, 3, 4, 5, 6
 
 
@@ -116,13 +118,13 @@ def synthetic_scene(size: int = 256, seed: int = 0, gsd: float = 0.5) -> Dict[st
     }
 
 
+@gdal_exceptions()
 def write_scene(folder: "str | Path", scene: Dict[str, np.ndarray], stem: str = "synth",
                 gsd: float = 0.5, origin: Tuple[float, float] = (500000.0, 6600000.0),
                 epsg: int = 2154) -> Dict[str, Path]:
     """Write a scene as aligned GeoTIFFs ``<stem>_<layer>.tif`` (LiDAR HD naming)."""
     from osgeo import gdal, osr
 
-    gdal.UseExceptions()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     srs = osr.SpatialReference()

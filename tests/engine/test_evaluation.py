@@ -1,4 +1,5 @@
-"""engine.evaluation: hand-computed confusion matrices, erosion, rasterising, reports (no QGIS)."""
+"""engine.evaluation, .labels, .evaluation_report: hand-computed confusion matrices, erosion, rasterising,
+reports (no QGIS)."""
 import math
 
 import numpy as np
@@ -6,9 +7,9 @@ import pytest
 from osgeo import gdal, ogr, osr
 
 from modalseg.engine.errors import EngineError
-from modalseg.engine.evaluation import (EvalClass, LABEL_NODATA, boundary_mask, evaluate_classification,
-                                        evaluate_polygons, raster_classes, rasterize_labels, write_csv,
-                                        write_html)
+from modalseg.engine.evaluation import boundary_mask, evaluate_classification, evaluate_polygons, raster_classes
+from modalseg.engine.evaluation_report import write_csv, write_html
+from modalseg.engine.labels import LABEL_NODATA, EvalClass, rasterize_labels
 from modalseg.engine.grid import grid_of
 
 ORIGIN = (500000.0, 6600000.0)
