@@ -16,6 +16,7 @@ import numpy as np
 
 from ...engine.binding import Source
 from ...engine.errors import Cancelled, EngineError
+from ...engine.gdal_mode import gdal_exceptions
 from ...engine.metrics import confusion_matrix, summarize
 from ...engine.normalize import normalize
 from ...engine.package import ModelPackage, load_package
@@ -68,6 +69,7 @@ def _validate(net, areas, mods: Sequence[str], bands: Mapping[str, int], norms, 
     return float(summarize(cm, [str(i) for i in range(num_classes)], foreground=present_classes)["miou"])
 
 
+@gdal_exceptions()
 def finetune(package_path: "str | Path", sources: Sequence[Source], labels: LabelInput, out_dir: "str | Path",
              options: FinetuneOptions = FINETUNE_DEFAULTS, *, log: Optional[Log] = None,
              progress: Optional[Callable[[float, str], None]] = None,
