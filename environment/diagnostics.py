@@ -40,9 +40,6 @@ class DiagnosticsReport:
                         return value
         return None
 
-    def as_dict(self) -> Dict[str, Dict[str, str]]:
-        return {name: dict(rows) for name, rows in self.sections}
-
     def to_text(self) -> str:
         """Plain text, for the clipboard and the Processing log (pastes well into an issue)."""
         lines: List[str] = []

@@ -68,10 +68,6 @@ class InstallPlan:
         return lines
 
 
-def _wanted_dist(component: Component, use_cuda: bool) -> str:
-    return component.gpu_dist if use_cuda and component.gpu_dist else component.key
-
-
 def _satisfied_for_build(component: Component, found: Optional[Tuple[str, str]], use_cuda: bool) -> bool:
     """Installed and usable, and for a CUDA install, a CUDA build (not onnxruntime or torch+cpu)."""
     if not is_satisfied(component, found):
