@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..engine.package import METADATA_KEY, PackageError, parse_metadata
+from ..engine.package import (LOGITS_OUTPUT, METADATA_KEY, ROBUSTNESS_OUTPUT, SCHEMA_VERSION, PackageError,
+                              parse_metadata)
 
 PRESENCE_INPUT = "present"
 CLASSES = [  # the LiDAR HD label scheme of shared/data (value 0 = nodata is never predicted)
@@ -63,8 +64,8 @@ class _OnnxWrapper:
                 inputs = {n: a for n, a in zip(self.names, args[:-1])}
                 out = self.net(inputs, args[-1])
                 if getattr(net, "has_robustness", False):
-                    return out["logits"], out["robustness"]
-                return out["logits"]
+                    return out[LOGITS_OUTPUT], out[ROBUSTNESS_OUTPUT]
+                return out[LOGITS_OUTPUT]
 
         return Wrapper()
 
@@ -147,7 +148,7 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
 
     out_dir = Path(out_dir)
     meta = copy.deepcopy(dict(metadata))
-    meta.setdefault("schema_version", 1)
+    meta.setdefault("schema_version", SCHEMA_VERSION)
     meta["presence_input"] = PRESENCE_INPUT
     meta["has_robustness"] = bool(getattr(net, "has_robustness", False))
     arch = architecture or meta.get("architecture")
@@ -179,7 +180,7 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
         args = tuple(torch.from_numpy(dummy[m]) for m in net.modalities) + (
             torch.from_numpy(dummy[PRESENCE_INPUT]),)
         input_names = list(net.modalities) + [PRESENCE_INPUT]
-        output_names = ["logits"] + (["robustness"] if meta["has_robustness"] else [])
+        output_names = [LOGITS_OUTPUT] + ([ROBUSTNESS_OUTPUT] if meta["has_robustness"] else [])
         axes = {n: {0: "batch", 2: "height", 3: "width"} for n in list(net.modalities) + output_names}
         axes[PRESENCE_INPUT] = {0: "batch"}
         with torch.no_grad(), warnings.catch_warnings():
@@ -234,7 +235,7 @@ def base_metadata(name: str, modalities: Sequence[Dict[str, Any]], *, version: s
                   ) -> Dict[str, Any]:
     """The metadata skeleton every ModalSeg export shares."""
     return {
-        "schema_version": 1, "name": name, "version": version, "architecture": architecture,
+        "schema_version": SCHEMA_VERSION, "name": name, "version": version, "architecture": architecture,
         "description": description, "license": license, "attribution": attribution,
         "training_data": training_data, "classes": copy.deepcopy(classes or CLASSES),
         "modalities": list(modalities), "tile_size": tile_size, "size_multiple": size_multiple,
