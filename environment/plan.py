@@ -10,11 +10,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from ..engine import vocabulary
+from .choices import BUILDS
 from .pins import (COMPONENTS, PROFILES, Component, VersionLookup, components_for, installed_version, is_satisfied,
                    usable_version)
 from .probes import GpuInfo, detect_nvidia_gpu
 
-BUILDS = ("auto", "cpu", "cuda")
 # PyPI's torch for Linux x86_64 is the CUDA build (several GB); the CPU build lives on PyTorch's
 # own index. On Windows it is the other way round: PyPI has the CPU build, CUDA is on the index.
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -93,8 +94,8 @@ def make_plan(profile: str = "inference", only: Optional[Sequence[str]] = None, 
     ``importable``/``platform``/``machine`` replace the real probes in tests."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {', '.join(PROFILES)}")
-    if build not in BUILDS:
-        raise ValueError(f"build must be one of {', '.join(BUILDS)}")
+    if build not in vocabulary.keys(BUILDS):
+        raise ValueError(f"build must be one of {', '.join(vocabulary.keys(BUILDS))}")
     machine = (machine or _platform.machine() or "").lower()
     if gpu is None:
         gpu = detect_nvidia_gpu(probes) if probes is not None else detect_nvidia_gpu()

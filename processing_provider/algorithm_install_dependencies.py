@@ -4,7 +4,7 @@ A thin adapter over ``environment``: it turns parameters into an install plan, r
 installer with the feedback as progress and log, and reports what changed. Packages go into a
 folder of the QGIS profile (``python/modalseg_deps/py<version>``), never into QGIS's own Python.
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from qgis.core import (
     QgsProcessingContext,
@@ -17,6 +17,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.vocabulary import key_at, labels
+from ..environment.choices import ACTIONS, BUILDS
 from ..environment.installer import InstallError, install, uninstall
 from ..environment.pins import COMPONENTS, PROFILE_LABELS, PROFILES, installed_version
 from ..environment.plan import make_plan
@@ -24,16 +26,6 @@ from ..environment.probes import find_python
 from .base import ModalSegAlgorithm
 from .dependencies import local_packages_folder
 
-ACTIONS: Tuple[Tuple[str, str], ...] = (
-    ("install", "Install or update"),
-    ("remove", "Remove the packages ModalSeg installed"),
-    ("plan", "Only show what would be installed, and the pip command"),
-)
-BUILD_CHOICES: Tuple[Tuple[str, str], ...] = (
-    ("auto", "Auto (CUDA builds when an NVIDIA GPU and driver are present, else CPU)"),
-    ("cpu", "CPU builds"),
-    ("cuda", "CUDA builds (NVIDIA GPU)"),
-)
 PROFILE_KEYS = tuple(PROFILES)
 
 
@@ -72,13 +64,13 @@ class InstallDependenciesAlgorithm(ModalSegAlgorithm):
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802 - QGIS API name
         add = self.add
-        add(QgsProcessingParameterEnum(self.ACTION, "Action", [label for _, label in ACTIONS], defaultValue=0),
+        add(QgsProcessingParameterEnum(self.ACTION, "Action", labels(ACTIONS), defaultValue=0),
             "Install/update, remove what ModalSeg installed, or only show the plan.")
         add(QgsProcessingParameterEnum(self.PROFILE, "What to install",
                                        [PROFILE_LABELS[key] for key in PROFILE_KEYS], defaultValue=0),
             "Running models needs only onnxruntime; fine-tuning and the PyTorch runtime need torch "
             "(0.2 GB for the CPU build, about 3 GB with CUDA).")
-        add(QgsProcessingParameterEnum(self.BUILD, "CPU or CUDA builds", [label for _, label in BUILD_CHOICES],
+        add(QgsProcessingParameterEnum(self.BUILD, "CPU or CUDA builds", labels(BUILDS),
                                        defaultValue=0),
             "Which builds of onnxruntime and torch to install.", advanced=True)
         add(QgsProcessingParameterString(self.PACKAGES, "Only these packages (comma-separated; empty = all of the "
@@ -93,7 +85,7 @@ class InstallDependenciesAlgorithm(ModalSegAlgorithm):
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: Optional[QgsProcessingFeedback]) -> Dict[str, Any]:
         feedback = feedback or QgsProcessingFeedback()
-        action = ACTIONS[self.parameterAsEnum(parameters, self.ACTION, context)][0]
+        action = key_at(ACTIONS, self.parameterAsEnum(parameters, self.ACTION, context))
         folder = local_packages_folder()
         feedback.pushInfo(f"Plugin-local packages folder: {folder}")
 
@@ -112,7 +104,7 @@ class InstallDependenciesAlgorithm(ModalSegAlgorithm):
         try:
             plan = make_plan(profile=PROFILE_KEYS[self.parameterAsEnum(parameters, self.PROFILE, context)],
                              only=only or None,
-                             build=BUILD_CHOICES[self.parameterAsEnum(parameters, self.BUILD, context)][0],
+                             build=key_at(BUILDS, self.parameterAsEnum(parameters, self.BUILD, context)),
                              reinstall=self.parameterAsBool(parameters, self.REINSTALL, context))
         except ValueError as exc:
             raise QgsProcessingException(str(exc)) from None

@@ -11,11 +11,12 @@ from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import (QAction, QApplication, QDialog, QDialogButtonBox, QLabel, QPushButton,
                                  QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..engine.vocabulary import keys
 from ..environment.installer import base_distributions, constraints_text, freed_names
+from ..environment.choices import ACTIONS
 from ..environment.pins import COMPONENTS, PROFILES, usable_version
 from ..environment.plan import InstallPlan, make_plan
 from ..environment.probes import find_python
-from ..processing_provider.algorithm_install_dependencies import ACTIONS, PROFILE_KEYS
 from ..processing_provider.dependencies import INSTALL_ALGORITHM_ID, local_packages_folder
 from .diagnostics_dialog import DiagnosticsDialog, run_dialog
 
@@ -65,9 +66,9 @@ class DependenciesDialog(QDialog):
         self.copy_command = QPushButton("Copy pip command", self)
         for button in (self.install_inference, self.install_training, self.remove, self.copy_command):
             buttons.addButton(button, role)
-        self.install_inference.clicked.connect(lambda: self._run({"PROFILE": PROFILE_KEYS.index("inference")}))
-        self.install_training.clicked.connect(lambda: self._run({"PROFILE": PROFILE_KEYS.index("training")}))
-        self.remove.clicked.connect(lambda: self._run({"ACTION": [a for a, _ in ACTIONS].index("remove")}))
+        self.install_inference.clicked.connect(lambda: self._run({"PROFILE": list(PROFILES).index("inference")}))
+        self.install_training.clicked.connect(lambda: self._run({"PROFILE": list(PROFILES).index("training")}))
+        self.remove.clicked.connect(lambda: self._run({"ACTION": keys(ACTIONS).index("remove")}))
         self.copy_command.clicked.connect(self.copy)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
