@@ -117,7 +117,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
                      outputs: OutputPaths, options: RunOptions = RunOptions(),
                      progress: Optional[Progress] = None, log: Optional[Callable[[str], None]] = None,
                      is_cancelled: Optional[Callable[[], bool]] = None) -> RunReport:
-    """Segment the area of ``grid_request`` with ``package``; see DESIGN.md for the data flow.
+    """Segment the area of ``grid_request`` with ``package``; see ARCHITECTURE.md (data flow) for the steps.
 
     Raises ``EngineError`` (bad input, failed model) or ``Cancelled``; either way no output is left."""
     started = time.perf_counter()

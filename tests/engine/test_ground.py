@@ -7,23 +7,9 @@ import pytest
 from osgeo import gdal
 
 from modalseg.engine import (Cancelled, EngineError, GridRequest, LayerInput, OutputPaths, RunOptions,
-                             bind_modalities, load_package, run_segmentation)
+                             bind_modalities, run_segmentation)
 from modalseg.engine import ground
 from modalseg.engine.grid import grid_of
-from tests.fixtures.paths import REPO_ROOT
-
-SGMA = REPO_ROOT / "resources" / "models" / "modalseg-sgma-urban"
-
-
-@pytest.fixture(scope="module")
-def package():
-    return load_package(SGMA)
-
-
-@pytest.fixture(scope="module")
-def houses(shared_data) -> dict:
-    stem = shared_data / "lidarhd_houses" / "lidarprod_870000_6618000"
-    return {part: Path(f"{stem}_{part}.tif") for part in ("dsm", "dtm", "ndsm", "label")}
 
 
 def _array(path) -> np.ndarray:

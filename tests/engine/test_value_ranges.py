@@ -8,23 +8,10 @@ import pytest
 from osgeo import gdal
 
 from benchmarks.value_ranges import ENCODINGS, write_encoded
-from modalseg.engine import GridRequest, LayerInput, OutputPaths, bind_modalities, load_package, run_segmentation
+from modalseg.engine import GridRequest, LayerInput, OutputPaths, bind_modalities, run_segmentation
 from modalseg.engine.writers import class_nodata_value
-from tests.fixtures.paths import REPO_ROOT
 
-SGMA = REPO_ROOT / "resources" / "models" / "modalseg-sgma-urban"
 FLOAT_OUTPUTS = ("robustness", "probabilities", "confidence")
-
-
-@pytest.fixture(scope="module")
-def package():
-    return load_package(SGMA)
-
-
-@pytest.fixture(scope="module")
-def houses(shared_data) -> dict:
-    stem = shared_data / "lidarhd_houses" / "lidarprod_870000_6618000"
-    return {part: Path(f"{stem}_{part}.tif") for part in ("rgb", "dsm", "dtm", "ndsm", "label")}
 
 
 def _run(package, layers, out: Path):

@@ -77,3 +77,24 @@ def qgis_process_binary() -> str:
     return binary
 
 
+
+
+def recording_feedback():
+    """A Processing feedback that keeps what an algorithm logged: ``infos`` and ``warnings``
+    (QGIS is imported here, when a test runs, not when the helpers are imported)."""
+    from qgis.core import QgsProcessingFeedback
+
+    class RecordingFeedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.infos, self.warnings = [], []
+
+        def pushInfo(self, info):  # noqa: N802 - QGIS API name
+            self.infos.append(info)
+            super().pushInfo(info)
+
+        def pushWarning(self, warning):  # noqa: N802 - QGIS API name
+            self.warnings.append(warning)
+            super().pushWarning(warning)
+
+    return RecordingFeedback()

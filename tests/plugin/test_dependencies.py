@@ -3,7 +3,7 @@ everything, so installs are no-ops; the real download is in test_dependencies_fr
 import importlib.metadata
 import sys
 
-from tests.plugin.helpers import REPO_ROOT
+from tests.plugin.helpers import REPO_ROOT, recording_feedback
 
 
 def test_algorithms_are_registered(qgis_app):
@@ -28,21 +28,12 @@ def test_plugin_local_folder_is_in_the_qgis_profile(qgis_app):
 
 def test_plan_only_shows_the_plan(qgis_app):
     import processing
-    from qgis.core import QgsProcessingFeedback
 
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushInfo(self, info):  # noqa: N802 - QGIS API name
-            self.lines.append(info)
-
-    feedback = Recorder()
+    feedback = recording_feedback()
     result = processing.run("modalseg:install_dependencies", {"ACTION": 2, "PROFILE": 1}, feedback=feedback)
     assert result["INSTALLED"] == ""
-    assert any(line.startswith("profile: training; builds: CPU") for line in feedback.lines), feedback.lines
-    assert any("already usable: onnxruntime (onnxruntime 1.20.1)" in line for line in feedback.lines)
+    assert any(line.startswith("profile: training; builds: CPU") for line in feedback.infos), feedback.infos
+    assert any("already usable: onnxruntime (onnxruntime 1.20.1)" in line for line in feedback.infos)
 
 
 def test_install_is_a_no_op_when_everything_is_there_and_remove_removes_nothing(qgis_app):

@@ -5,26 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.plugin.helpers import BUNDLED_MODELS, read_raster
+from tests.plugin.helpers import BUNDLED_MODELS, read_raster, recording_feedback
 
 SGMA = BUNDLED_MODELS / "modalseg-sgma-urban" / "modalseg-sgma-urban.onnx"
 
-
-def _recorder():
-    from qgis.core import QgsProcessingFeedback
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.infos, self.warnings = [], []
-
-        def pushInfo(self, info):  # noqa: N802 - QGIS API name
-            self.infos.append(info)
-
-        def pushWarning(self, warning):  # noqa: N802 - QGIS API name
-            self.warnings.append(warning)
-
-    return Recorder()
 
 
 @pytest.fixture()
@@ -33,7 +17,7 @@ def segment(qgis_app):
 
     def run(out: Path, **parameters):
         out.mkdir(parents=True, exist_ok=True)
-        feedback = _recorder()
+        feedback = recording_feedback()
         results = processing.run("modalseg:segment", {"MODEL_FILE": str(SGMA), "OUTPUT": str(out / "classes.tif"),
                                                       **parameters}, feedback=feedback)
         return read_raster(results["OUTPUT"])["data"][0], feedback

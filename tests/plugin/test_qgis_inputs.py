@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from tests.plugin.helpers import DEMO_DIR, DEMO_STEM, REPO_ROOT, read_raster
+from tests.plugin.helpers import DEMO_DIR, DEMO_STEM, REPO_ROOT, read_raster, recording_feedback
 
 DEFAULT = "modalseg-sgma-urban"
 
@@ -20,22 +20,6 @@ def _layer(kind: str) -> str:
     return str(DEMO_DIR / f"{DEMO_STEM}_{kind}.tif")
 
 
-def _recorder():
-    from qgis.core import QgsProcessingFeedback
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.infos, self.warnings = [], []
-
-        def pushInfo(self, info):  # noqa: N802 - QGIS API name
-            self.infos.append(info)
-
-        def pushWarning(self, warning):  # noqa: N802 - QGIS API name
-            self.warnings.append(warning)
-
-    return Recorder()
-
 
 @pytest.fixture()
 def segment(qgis_app):
@@ -43,7 +27,7 @@ def segment(qgis_app):
     import processing
 
     def run(**parameters):
-        feedback = _recorder()
+        feedback = recording_feedback()
         return processing.run("modalseg:segment", parameters, feedback=feedback), feedback
 
     return run

@@ -8,32 +8,12 @@ import numpy as np
 import pytest
 
 from tests.fixtures.point_clouds import flat_scene
-from tests.plugin.helpers import PLUGIN_DIR, read_raster
+from tests.plugin.helpers import PLUGIN_DIR, read_raster, recording_feedback
 
 HOUSES = "lidarhd_houses_870000_6618000.laz"
 PACASAM = "lidarhd_pacasam_792000_6272000_left.laz"
 ORTHO_NORTH = "bdortho_pacasam_792000_6272000_left_rgb_north.tif"
 OUTPUTS = ("LABELS", "DSM", "DTM", "NDSM", "OPTICAL", "NIR")
-
-
-class Recorder:
-    """A Processing feedback that keeps what the algorithm logged."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class _Recorder(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.infos, self.warnings = [], []
-
-            def pushInfo(self, info):  # noqa: N802 - QGIS API name
-                self.infos.append(info)
-
-            def pushWarning(self, warning):  # noqa: N802 - QGIS API name
-                self.warnings.append(warning)
-
-        return _Recorder()
 
 
 def outputs_in(folder: Path, names=OUTPUTS):
@@ -44,7 +24,7 @@ def test_houses_cloud_gives_styled_labels_and_heights(qgis_app, shared_data, pac
     import processing
     from qgis.core import QgsProject
 
-    feedback = Recorder()
+    feedback = recording_feedback()
     params = {"POINT_CLOUDS": [str(shared_data / "point_clouds" / HOUSES)], **outputs_in(tmp_path)}
     nir = Path(params["NIR"])
     results = processing.runAndLoadResults("modalseg:rasterize_point_cloud", params, feedback=feedback)

@@ -4,6 +4,7 @@ import pytest
 
 from modalseg.engine.vocabulary import BLEND_WINDOWS, DEVICES, ELEVATION_TYPES, RUNTIMES, keys, labels
 from modalseg.environment.choices import ACTIONS, BUILDS
+from tests.plugin.helpers import recording_feedback
 
 ENUMS = [("modalseg:segment", "DEVICE", DEVICES), ("modalseg:segment", "RUNTIME", RUNTIMES),
          ("modalseg:segment", "BLEND", BLEND_WINDOWS), ("modalseg:segment", "ELEVATION_TYPE", ELEVATION_TYPES),
@@ -25,26 +26,16 @@ def test_enum_lists_the_vocabulary_in_order(qgis_app, algorithm_id, parameter, c
 def test_enum_positions_reach_the_engine_as_their_keys(qgis_app, demo, model_package, tmp_path):
     """The last blend window, the CPU and the nDSM elevation type, given by position as a .model3 would."""
     import processing
-    from qgis.core import QgsProcessingFeedback
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.lines = []
-
-        def pushInfo(self, info):  # noqa: N802 - QGIS API name
-            self.lines.append(info)
-            super().pushInfo(info)
 
     blend = len(BLEND_WINDOWS) - 1
-    feedback = Recorder()
+    feedback = recording_feedback()
     processing.run("modalseg:segment", {
         "OPTICAL": demo["rgb"], "ELEVATION": demo["ndsm"], "MODEL_FILE": str(model_package),
         "ELEVATION_TYPE": keys(ELEVATION_TYPES).index("ndsm"), "DEVICE": keys(DEVICES).index("cpu"),
         "RUNTIME": keys(RUNTIMES).index("onnx"), "BLEND": blend, "OUTPUT": str(tmp_path / "classes.tif")},
         feedback=feedback)
-    log = "\n".join(feedback.lines)
+    log = "\n".join(feedback.infos)
     assert f"blend '{keys(BLEND_WINDOWS)[blend]}'" in log, log
     assert "running on CPU (onnxruntime" in log, log
-    bound = [line for line in feedback.lines if line.startswith("bound ") and demo["ndsm"] in line]
+    bound = [line for line in feedback.infos if line.startswith("bound ") and demo["ndsm"] in line]
     assert bound and "minus DTM" not in bound[0], log  # an nDSM is fed as it is
