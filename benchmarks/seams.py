@@ -67,6 +67,7 @@ def main() -> None:
     from modalseg.engine import (GridRequest, LayerInput, OutputPaths, RunOptions, bind_modalities, load_package,
                                  run_segmentation)
     from modalseg.engine.tiling import plan_tiles
+    from modalseg.engine.writers import FLOAT_NODATA
 
     package = load_package(args.model)
     sources, _ = bind_modalities(package.metadata, {"optical": LayerInput(args.optical),
@@ -82,12 +83,11 @@ def main() -> None:
                                   RunOptions(tile_size=tile, overlap=overlap, blend=blend))
         probabilities = gdal.Open(str(out / "p.tif")).ReadAsArray()
         classes = gdal.Open(str(out / "c.tif")).ReadAsArray()
-        valid = np.isfinite(probabilities).all(0)
+        valid = (probabilities != FLOAT_NODATA).all(0)
         plan = plan_tiles(report.grid.width, report.grid.height, tile, overlap, package.metadata.size_multiple)
         xs_cuts = _boundaries(plan.xs, plan.tile_width, overlap, report.grid.width)
         ys_cuts = _boundaries(plan.ys, plan.tile_height, overlap, report.grid.height)
-        return np.nan_to_num(probabilities), classes, valid, seam_score(np.nan_to_num(probabilities), valid,
-                                                                        xs_cuts, ys_cuts)
+        return probabilities, classes, valid, seam_score(probabilities, valid, xs_cuts, ys_cuts)
 
     print(f"{'stitching':34s} seam score (1.0 = invisible; target <= 1.2 blended)")
     for label, tile, overlap, blend in [("blended (hann), tile 128 / 32", 128, 32, "hann"),

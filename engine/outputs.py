@@ -13,7 +13,7 @@ from .errors import EngineError
 from .grid import Grid
 from .package import PackageMetadata
 from .postprocess import clean_class_map
-from .writers import GeoTiffWriter, class_nodata_value, float_writer, folder_problem, os_cause
+from .writers import FLOAT_NODATA, GeoTiffWriter, class_nodata_value, float_writer, folder_problem, os_cause
 
 
 @dataclass(frozen=True)
@@ -138,11 +138,11 @@ class OutputSet:
         if "robustness" in self.writers:
             robustness = rows.robustness[self.used_index]
             robustness /= np.maximum(robustness.sum(axis=0, keepdims=True), 1e-12)
-            robustness[:, invalid] = np.nan
+            robustness[:, invalid] = FLOAT_NODATA
             self.writers["robustness"].write(rows.y, robustness, rows.x)
         if "probabilities" in self.writers or "confidence" in self.writers:
             probabilities = rows.probabilities()
-            probabilities[:, invalid] = np.nan
+            probabilities[:, invalid] = FLOAT_NODATA
             if "probabilities" in self.writers:
                 self.writers["probabilities"].write(rows.y, probabilities, rows.x)
             if "confidence" in self.writers:

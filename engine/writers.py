@@ -202,7 +202,12 @@ def class_nodata_value(classes: Sequence[ClassInfo]) -> int:
     raise EngineError("the model uses both 0 and 255 as class values; no value is left for nodata")
 
 
+# Nodata of the share / probability outputs (all 0-1): a finite value no share can take, because a
+# NaN in a file breaks other tools' statistics, overviews and raster calculators.
+FLOAT_NODATA = -1.0
+
+
 def float_writer(path: Optional[str], grid: Grid, descriptions: Sequence[str]) -> Optional[GeoTiffWriter]:
     if not path:
         return None
-    return GeoTiffWriter(path, grid, len(descriptions), np.float32, float("nan"), descriptions)
+    return GeoTiffWriter(path, grid, len(descriptions), np.float32, FLOAT_NODATA, descriptions)

@@ -9,7 +9,7 @@ from osgeo import gdal
 
 from benchmarks.value_ranges import ENCODINGS, write_encoded
 from modalseg.engine import GridRequest, LayerInput, OutputPaths, bind_modalities, run_segmentation
-from modalseg.engine.writers import class_nodata_value
+from modalseg.engine.writers import FLOAT_NODATA, class_nodata_value
 
 FLOAT_OUTPUTS = ("robustness", "probabilities", "confidence")
 
@@ -108,7 +108,8 @@ def test_absurd_heights_become_nodata_and_no_output_holds_nan(package, houses, t
     is_valid = classes != nodata
     for name in FLOAT_OUTPUTS:
         values = outputs[name].reshape((-1,) + classes.shape)
-        assert np.isfinite(values[:, is_valid]).all(), name
-        assert np.isnan(values[:, ~is_valid]).all(), name  # nodata pixels carry the declared nodata (NaN)
+        assert np.isfinite(values).all(), name  # nodata included: no NaN or inf anywhere in a file
+        assert (values[:, ~is_valid] == FLOAT_NODATA).all(), name
+        assert (values[:, is_valid] >= 0).all(), name
     assert np.allclose(outputs["robustness"][is_valid], 1.0)  # elevation only: its share is 1
     assert np.allclose(outputs["probabilities"].sum(axis=0)[is_valid], 1.0, atol=1e-4)

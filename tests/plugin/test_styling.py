@@ -14,9 +14,11 @@ def _exact_range(path: str, band: int):
     from osgeo import gdal
 
     dataset = gdal.Open(path)
-    data = dataset.GetRasterBand(band).ReadAsArray().astype(np.float64)
+    raster_band = dataset.GetRasterBand(band)
+    data = raster_band.ReadAsArray().astype(np.float64)
+    data = data[data != raster_band.GetNoDataValue()]
     dataset = None
-    return float(np.nanmin(data)), float(np.nanmax(data)), float(np.nanmean(data))
+    return float(data.min()), float(data.max()), float(data.mean())
 
 
 @pytest.fixture()
