@@ -17,12 +17,18 @@ def build():
     return module
 
 
-def test_zip_is_built_and_passes_its_checks(build):
+@pytest.fixture(scope="module")
+def built_zip(build):
+    """``build.py zip`` run once (it also checks the zip); the path of the zip it wrote."""
     result = subprocess.run([sys.executable, str(REPO_ROOT / "build.py"), "zip"], cwd=str(REPO_ROOT),  # nosec
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     version = build.read_metadata((REPO_ROOT / "metadata.txt").read_text(encoding="utf-8"))["version"]
-    with zipfile.ZipFile(REPO_ROOT / "dist" / f"modalseg-{version}.zip") as archive:
+    return REPO_ROOT / "dist" / f"modalseg-{version}.zip"
+
+
+def test_zip_is_built_and_passes_its_checks(built_zip):
+    with zipfile.ZipFile(built_zip) as archive:
         names = archive.namelist()
     assert {name.split("/", 1)[0] for name in names} == {"modalseg"}
     for required in ("modalseg/LICENSE", "modalseg/metadata.txt", "modalseg/__init__.py", "modalseg/icon.png",
@@ -35,12 +41,8 @@ def test_zip_is_built_and_passes_its_checks(build):
         assert "__pycache__" not in name and not name.endswith(".pyc"), name
 
 
-def test_zip_ships_the_user_readme_not_the_developer_one(build):
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "build.py"), "zip"], cwd=str(REPO_ROOT),  # nosec
-                            capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    version = build.read_metadata((REPO_ROOT / "metadata.txt").read_text(encoding="utf-8"))["version"]
-    with zipfile.ZipFile(REPO_ROOT / "dist" / f"modalseg-{version}.zip") as archive:
+def test_zip_ships_the_user_readme_not_the_developer_one(build, built_zip):
+    with zipfile.ZipFile(built_zip) as archive:
         names = archive.namelist()
         readme = archive.read("modalseg/README.md").decode("utf-8")
     assert readme == (REPO_ROOT / "resources" / "USER_README.md").read_text(encoding="utf-8")
@@ -49,7 +51,7 @@ def test_zip_ships_the_user_readme_not_the_developer_one(build):
     assert "Dependencies" in readme and "pip install" in readme  # how to get onnxruntime, from QGIS itself
     assert "modalseg/resources/USER_README.md" not in names
     assert not any(name.startswith(("modalseg/scripts/", "modalseg/docs/")) for name in names)
-    assert build.zip_problems(REPO_ROOT / "dist" / f"modalseg-{version}.zip") == []
+    assert build.zip_problems(built_zip) == []
 
 
 def test_metadata_points_to_the_installer_and_has_a_changelog_of_this_version(build):
