@@ -20,10 +20,14 @@ polygons. The modules, in the order they act:
   ``models.export.export_package``;
 * ``metadata``: the new package's metadata (base model, layers, classes, validation scores).
 """
-from .labels import IGNORE_TARGET, NEW_PREFIX, ClassResolver, LabelInput, split_validation
-from .loop import finetune
-from .options import FINETUNE_DEFAULTS, FREEZE, FREEZE_CHOICES, FinetuneOptions
-from .results import EpochReport, FinetuneResult
+from ...engine.lazy_exports import lazy_exports
 
-__all__ = ["ClassResolver", "EpochReport", "FINETUNE_DEFAULTS", "FREEZE", "FREEZE_CHOICES", "FinetuneOptions",
-           "FinetuneResult", "IGNORE_TARGET", "LabelInput", "NEW_PREFIX", "finetune", "split_validation"]
+# Names resolve on first use (PEP 562): the Processing algorithm builds its parameters from
+# ``options`` when the plugin loads, which must not pull in numpy, GDAL or torch.
+_EXPORTS = {
+    "labels": ("ClassResolver", "IGNORE_TARGET", "LabelInput", "NEW_PREFIX", "split_validation"),
+    "loop": ("finetune",),
+    "options": ("FINETUNE_DEFAULTS", "FREEZE", "FREEZE_CHOICES", "FinetuneOptions"),
+    "results": ("EpochReport", "FinetuneResult"),
+}
+__getattr__, __dir__, __all__ = lazy_exports(__name__, globals(), _EXPORTS)

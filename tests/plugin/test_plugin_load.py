@@ -142,3 +142,30 @@ def test_missing_package_message_names_package_and_fix(missing):
     for name in missing:
         assert name in message
     assert "pip install" in message and "restart QGIS" in message
+
+
+def test_registering_the_algorithms_loads_no_training_code():
+    """Building fine-tune's parameters needs only its options: the fine-tune loop, its data
+    preparation and torch load when the algorithm runs, so a broken torch cannot stop the plugin
+    loading (the bundled-model list reads packages through the engine, guarded against ImportError)."""
+    code = f"""
+import sys
+sys.path.append({QGIS_PYTHON_PLUGINS!r})
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+from processing.core.Processing import Processing
+Processing.initialize()
+import modalseg
+plugin = modalseg.classFactory(None)
+plugin.initProcessing()
+assert QgsApplication.processingRegistry().algorithmById("modalseg:finetune") is not None
+heavy = [name for name in ("torch", "modalseg.models.finetune.loop", "modalseg.models.finetune.prepare",
+                           "modalseg.models.networks") if name in sys.modules]
+print("HEAVY:", heavy)
+plugin.unload()
+app.exitQgis()
+"""
+    result = _python(code)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HEAVY: []" in result.stdout, result.stdout + result.stderr
