@@ -91,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(REPO_ROOT / "resources" / "models" / "modalseg-sgma-urban"))
     parser.add_argument("--window", type=float, default=None, help="ground filter window (m); default: engine's")
+    parser.add_argument("--tiles", nargs="*", default=None, metavar="SUBSTRING",
+                        help="only the tiles whose name holds one of these (to iterate faster)")
     args = parser.parse_args()
     expose_plugin_package()
     from modalseg.engine import load_package
@@ -99,11 +101,13 @@ def main() -> None:
     window = args.window or DEFAULT_GROUND_WINDOW_M
     package = load_package(args.model)
     found = tiles()
+    if args.tiles:
+        found = [(name, dsm) for name, dsm in found if any(part in name for part in args.tiles)]
     if not found:
         raise SystemExit(f"no lidarhd tile with a DTM under {SHARED}")
     print(f"model {package.metadata.name} {package.metadata.version}, ground window {window:g} m, "
           f"mIoU over classes {SCORED_CLASSES}")
-    print(f"{'tile':44s} {'ground px':>9s} {'ground err m':>12s} {'mIoU DSM':>9s} {'mIoU +DTM':>9s}")
+    print(f"{'tile':44s} {'ground px':>9s} {'ground err m':>12s} {'mIoU DSM':>9s} {'mIoU +DTM':>9s} {'label px':>9s}")
     totals: Dict[bool, np.ndarray] = {}
     errors = []
     for name, dsm in found:
@@ -116,9 +120,15 @@ def main() -> None:
                 scores[with_dtm] = miou(cm, package.metadata.class_values)
         if count:
             errors.append(error)
-        print(f"{name[:44]:44s} {count:9d} {error:12.2f} {scores[False]:9.1f} {scores[True]:9.1f}")
+        print(f"{name[:44]:44s} {count:9d} {error:12.2f} {scores[False]:9.1f} {scores[True]:9.1f} {int(cm.sum()):9d}")
     alone, both = (miou(totals[k], package.metadata.class_values) for k in (False, True))
     print(f"{'all tiles (pooled)':44s} {'':9s} {np.median(errors):12.2f} {alone:9.1f} {both:9.1f}")
+    from modalseg.engine.metrics import per_class
+
+    indices = [list(package.metadata.class_values).index(v) for v in SCORED_CLASSES]
+    for key, label in ((False, "DSM alone"), (True, "DSM + DTM")):
+        iou = per_class(totals[key])["iou"]
+        print(f"pooled IoU per class, {label}: " + ", ".join(f"{v}: {100 * iou[i]:.1f}" for v, i in zip(SCORED_CLASSES, indices)))
     print(f"median ground error of the estimated nDSM: {np.median(errors):.2f} m over {len(errors)} tiles; "
           f"mIoU DSM alone {alone:.1f} vs DSM + DTM {both:.1f} (difference {both - alone:+.1f} points; target <= 3)")
 

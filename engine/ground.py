@@ -3,9 +3,12 @@ DTM of a DSM with a progressive morphological ground filter (Zhang et al. 2003) 
 
 The filter opens the surface (grey erosion then dilation, scipy) with square windows growing up to
 the ground window, flagging as off-ground every pixel that rises above the opened surface by more
-than a threshold growing with the window (so slopes survive and buildings do not). Ground pixels
-keep their DSM height; the others take the opened surface. Everything is local (a pixel depends on
-pixels within the sum of the windows), so the DTM is computed block by block with that halo and
+than a threshold growing with the window (so slopes survive and buildings do not; the first, 3-pixel
+window takes the base threshold alone, as in Zhang et al.). Ground pixels keep their DSM height (a
+low quartile, see _ground_level), unless rough like low vegetation; the others are interpolated from
+the ground around them (normalised Gaussian convolution), bounded below by the opened surface.
+Everything is local (a pixel depends on pixels within the sum of the windows and the reach of that
+interpolation), so the DTM is computed block by block with that halo and
 written to a scratch GeoTIFF: memory stays bounded and the result does not depend on the blocks.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ _DSM_LOW_PERCENTILE_M = 0.5
 _BELOW_ZERO_M, _BELOW_ZERO_SHARE = -0.1, 0.01  # heights above ground are never below 0 m
 # Thresholds of the progressive filter: base height step, terrain slope tolerated, cap (metres).
 _STEP_M, _SLOPE, _MAX_STEP_M = 0.3, 0.2, 2.5
+_ROUGH_M = _STEP_M / 2  # see _rough
 _GROUND_PERCENTILE = 25  # see _ground_level
 _BLOCK = 1024  # core block side (pixels) of the tiled pass
 
@@ -76,8 +80,30 @@ def window_pixels(window_m: float, cell_m: float) -> int:
 
 def filter_halo(window_px: int) -> int:
     """Pixels a DTM value depends on, each side: every opening reaches (side - 1) pixels, the
-    ground level of ground pixels two more."""
-    return sum(side - 1 for side in _windows(window_px)) + 2
+    ground level of ground pixels two more, their interpolation onto off-ground pixels its radius."""
+    return sum(side - 1 for side in _windows(window_px)) + 2 + _fill_radius(window_px)
+
+
+def _fill_radius(window_px: int) -> int:
+    """Reach (pixels) of the interpolation of off-ground pixels from the ground around them."""
+    return max(1, window_px // 2)
+
+
+def _fill_from_ground(level: np.ndarray, ground: np.ndarray, window_px: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Normalised Gaussian convolution of the ground level over the ground pixels (value, weight):
+    off-ground pixels take the height of the ground around them, not the opened surface, which
+    sits below sloping terrain. Separable and per-pixel, so blocks with halos give the same values."""
+    from scipy import ndimage
+
+    radius = _fill_radius(window_px)
+    sigma = radius / 2.0
+    weight = ground.astype(np.float64)
+    values = np.where(ground, level, 0.0).astype(np.float64)
+    kw = dict(sigma=sigma, mode="constant", cval=0.0, truncate=2.0)
+    num = ndimage.gaussian_filter(values, **kw)
+    den = ndimage.gaussian_filter(weight, **kw)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den, den
 
 
 def _erode(surface: np.ndarray, side: int) -> np.ndarray:
@@ -109,18 +135,34 @@ def _ground_level(dsm: np.ndarray) -> np.ndarray:
     return ndimage.percentile_filter(filled, _GROUND_PERCENTILE, size=3, mode="nearest")
 
 
+def _rough(dsm: np.ndarray) -> np.ndarray:
+    """Pixels rising or sinking from the median of their 3 x 3 neighbours by more than half the
+    base step: low vegetation, not bare ground (whose median follows planar slopes exactly)."""
+    from scipy import ndimage
+
+    lowest = _erode(dsm, 3)
+    filled = np.where(np.isnan(dsm), lowest, dsm)
+    with np.errstate(invalid="ignore"):
+        return np.abs(filled - ndimage.median_filter(filled, size=3, mode="nearest")) > _ROUGH_M
+
+
 def ground_surface(dsm: np.ndarray, cell_m: float, window_px: int) -> np.ndarray:
     """DTM of a DSM block (float32, NaN = nodata), by the progressive morphological filter."""
     surface = dsm
     off_ground = np.zeros(dsm.shape, bool)
-    previous = 1
+    previous = 3  # Zhang et al.: the first window (3 px) takes the base step alone
     for side in _windows(window_px):
         opened = _opening(surface, side)
         step = min(_MAX_STEP_M, _STEP_M + _SLOPE * (side - previous) * cell_m)
         with np.errstate(invalid="ignore"):
             off_ground |= (surface - opened) > step
         surface, previous = opened, side
-    return np.where(off_ground | np.isnan(dsm), surface, _ground_level(dsm)).astype(np.float32)
+    level = _ground_level(dsm)
+    ground = ~off_ground & np.isfinite(dsm) & ~_rough(dsm)
+    filled, weight = _fill_from_ground(level, ground, window_px)
+    # The opened surface lies below the terrain (an opening never rises above the DSM): a bound.
+    below = np.where(weight > 1e-3, np.fmax(filled, surface), surface)
+    return np.where(ground, level, below).astype(np.float32)
 
 
 def estimate_dtm(dsm_path: str, band: int, area: Grid, window_m: float, out_path: str,
