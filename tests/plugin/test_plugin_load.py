@@ -22,6 +22,27 @@ def _python(code: str) -> subprocess.CompletedProcess:
                                "QT_QPA_PLATFORM": "offscreen"})
 
 
+def _with_plugin_loaded(body: str, before: str = "") -> str:
+    """A script for ``_python``: ``before`` (e.g. hiding packages), then QGIS, Processing and the
+    plugin started as QGIS starts them, ``body`` (with ``plugin``, ``processing`` and
+    ``QgsApplication`` at hand), then everything stopped in order."""
+    return f"""import sys
+{before}
+sys.path.append({QGIS_PYTHON_PLUGINS!r})
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+from processing.core.Processing import Processing
+Processing.initialize()
+import modalseg, processing
+plugin = modalseg.classFactory(None)
+plugin.initProcessing()
+{body}
+plugin.unload()
+app.exitQgis()
+"""
+
+
 def test_metadata_has_everything_plugins_qgis_org_needs():
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str
@@ -47,19 +68,9 @@ def test_engine_and_root_package_import_without_qgis():
 
 
 def test_plugin_loads_without_onnxruntime_and_torch_and_says_what_is_missing():
-    code = f"""
-import sys
-for name in ("onnxruntime", "torch"):
-    sys.modules[name] = None  # as if not installed
-sys.path.append({QGIS_PYTHON_PLUGINS!r})
-from qgis.core import QgsApplication, QgsProcessingException
-app = QgsApplication([], False)
-app.initQgis()
-from processing.core.Processing import Processing
-Processing.initialize()
-import modalseg, processing
-plugin = modalseg.classFactory(None)
-plugin.initProcessing()
+    hide = """for name in ("onnxruntime", "torch"):
+    sys.modules[name] = None  # as if not installed"""
+    body = f"""from qgis.core import QgsProcessingException
 assert QgsApplication.processingRegistry().algorithmById("modalseg:segment") is not None
 try:
     processing.run("modalseg:segment", {{"OPTICAL": {str(DEMO_DIR / (DEMO_STEM + "_rgb.tif"))!r},
@@ -67,11 +78,8 @@ try:
 except QgsProcessingException as exc:
     print("MESSAGE:", exc)
 else:
-    print("NO ERROR")
-plugin.unload()
-app.exitQgis()
-"""
-    result = _python(code)
+    print("NO ERROR")"""
+    result = _python(_with_plugin_loaded(body, before=hide))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "MESSAGE:" in result.stdout, result.stdout + result.stderr
     message = result.stdout.split("MESSAGE:", 1)[1]
@@ -148,24 +156,10 @@ def test_registering_the_algorithms_loads_no_training_code():
     """Building fine-tune's parameters needs only its options: the fine-tune loop, its data
     preparation and torch load when the algorithm runs, so a broken torch cannot stop the plugin
     loading (the bundled-model list reads packages through the engine, guarded against ImportError)."""
-    code = f"""
-import sys
-sys.path.append({QGIS_PYTHON_PLUGINS!r})
-from qgis.core import QgsApplication
-app = QgsApplication([], False)
-app.initQgis()
-from processing.core.Processing import Processing
-Processing.initialize()
-import modalseg
-plugin = modalseg.classFactory(None)
-plugin.initProcessing()
-assert QgsApplication.processingRegistry().algorithmById("modalseg:finetune") is not None
+    body = """assert QgsApplication.processingRegistry().algorithmById("modalseg:finetune") is not None
 heavy = [name for name in ("torch", "modalseg.models.finetune.loop", "modalseg.models.finetune.prepare",
                            "modalseg.models.networks") if name in sys.modules]
-print("HEAVY:", heavy)
-plugin.unload()
-app.exitQgis()
-"""
-    result = _python(code)
+print("HEAVY:", heavy)"""
+    result = _python(_with_plugin_loaded(body))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HEAVY: []" in result.stdout, result.stdout + result.stderr
