@@ -15,6 +15,7 @@ from typing import List, Tuple
 
 import numpy as np
 
+from .errors import EngineError
 from .vocabulary import BLEND_WINDOWS, check_key
 
 

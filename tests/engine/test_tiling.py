@@ -33,3 +33,12 @@ def test_column_split_costs_one_tile_column_per_border():
     blocks = plan_blocks(plan, 0, 4096)
     computed = sum(b.columns.last_tile - b.columns.first_tile + 1 for b in blocks)
     assert len(blocks) == 2 and computed == len(plan.xs) + 1
+
+
+def test_a_tile_size_or_overlap_the_model_cannot_take_is_a_plain_error():
+    from modalseg.engine import EngineError
+
+    with pytest.raises(EngineError, match="tile size 500 must be a multiple of 32 for this model"):
+        plan_tiles(1000, 1000, 500, 64, 32)
+    with pytest.raises(EngineError, match=r"overlap \(512 px\) must be at least 0 and smaller than the tile size"):
+        plan_tiles(1000, 1000, 512, 512, 32)
