@@ -14,7 +14,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import EngineError
-from .grid import Grid, file_grid, grid_of, open_raster, read_failed, reading, same_crs, transform_bounds
+from .grid import Grid, file_grid, open_raster, read_failed, reading, same_crs, transform_bounds
 from .normalize import fit_to_recipe
 
 if TYPE_CHECKING:  # binding imports ground, which reads through this module: types only here
@@ -227,9 +227,10 @@ class SourceReader:
             if fit is not None:
                 self.stretch = (fit.gain, fit.offset)
                 warn(f"the {spec.name} layer '{self.source.path}' holds values "
-                     f"{fit.found_low:.4g}–{fit.found_high:.4g} ({fit.reason}); the model expects about {fit.target_low:.3g}–{fit.target_high:.3g}, so the "
-                     f"layer's {fit.low_percentile:g}–{fit.high_percentile:g} % percentiles (whole layer, all "
-                     f"bands together) were stretched onto that range")
+                     f"{fit.found_low:.4g}–{fit.found_high:.4g} ({fit.reason}); the model expects about "
+                     f"{fit.target_low:.3g}–{fit.target_high:.3g}, so the layer's {fit.low_percentile:g}–"
+                     f"{fit.high_percentile:g} % percentiles (whole layer, all bands together) were stretched "
+                     "onto that range")
 
 
 def band_scaling(ds: gdal.Dataset, bands: Tuple[int, ...]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
@@ -259,11 +260,9 @@ def implausible_pixels(path: str, band: int, grid: Grid, rows_per_strip: int = 2
     (non-finite, or beyond ±PLAUSIBLE_HEIGHT_M once scaled): read strip by strip in the file's own
     pixels, so a spike is counted once whatever the output grid."""
     ds = open_raster(path)
-    gt = ds.GetGeoTransform()
-    own = Grid(ds.GetProjection(), tuple(gt), ds.RasterXSize, ds.RasterYSize)
-    north_up = gt[2] == 0 and gt[4] == 0 and gt[1] > 0 and gt[5] < 0
+    own = file_grid(path)
     # A south-up or rotated file's pixels do not map onto a window: all of it is scanned.
-    col0, row0, col1, row1 = pixel_window(own, grid) if north_up else (0, 0, own.width, own.height)
+    col0, row0, col1, row1 = pixel_window(own, grid) if own.is_north_up else (0, 0, own.width, own.height)
     scale, offset = band_scaling(ds, (band,))
     nodata_is_nan = np.isnan(ds.GetRasterBand(band).GetNoDataValue() or 0.0)
     count = 0
