@@ -307,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print("What differs from the papers:")
     print("\n".join(f"- {n}" for n in notes))
     print("- ModalSeg rows: each network's defaults with optical (3 bands) + one 1-band modality, 6 classes; "
-          f"the bundled packages derive 5 elevation features from the nDSM inside the graph")
+          "the bundled packages derive 5 elevation features from the nDSM inside the graph")
     print(f"\ntotal time {time.perf_counter() - started:.0f} s")
 
 
