@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
-from .errors import EngineError
+from .errors import WARNING_PREFIX, EngineError
 from .grid import open_raster
 from .ground import elevation_kind_from_values
 from .package import ModalitySpec, PackageMetadata
@@ -138,9 +138,9 @@ def _unused_bands_warning(meta: PackageMetadata, spec: ModalitySpec, role: str, 
     unused, verb = (f"band {count}", "is") if count == spec.bands + 1 else (f"bands {spec.bands + 1}-{count}", "are")
     who = _who_else(candidates, meta, lambda m: any(
         _ROLE_OF_KIND[s.kind] == role and s.bands > spec.bands for s in m.modalities))
-    return (f"Warning: {unused} of the {ROLE_LABELS[role]} layer '{layer.path}' {verb} not used: model '{meta.name}' "
-            f"reads bands 1-{spec.bands} as {', '.join(spec.band_names)} (choose others in the band selection); "
-            f"{who}")
+    return (WARNING_PREFIX + f"{unused} of the {ROLE_LABELS[role]} layer '{layer.path}' {verb} not used: "
+            f"model '{meta.name}' reads bands 1-{spec.bands} as {', '.join(spec.band_names)} (choose others in "
+            f"the band selection); {who}")
 
 
 def _unused_layer_warning(meta: PackageMetadata, role: str, layer: LayerInput, given: Mapping[str, LayerInput],
@@ -153,9 +153,10 @@ def _unused_layer_warning(meta: PackageMetadata, role: str, layer: LayerInput, g
             cause = "the elevation layer is taken as an nDSM (heights above ground) as it is"
         else:
             cause = f"model '{meta.name}' takes no elevation input"
-        return f"Warning: the DTM '{layer.path}' is not used: {cause}"
+        return WARNING_PREFIX + f"the DTM '{layer.path}' is not used: {cause}"
     who = _who_else(candidates, meta, lambda m: any(_ROLE_OF_KIND[s.kind] == role for s in m.modalities))
-    return f"Warning: the {label} layer '{layer.path}' is not used: model '{meta.name}' takes no {label} input; {who}"
+    return (WARNING_PREFIX + f"the {label} layer '{layer.path}' is not used: model '{meta.name}' takes no {label} "
+            f"input; {who}")
 
 
 def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput],

@@ -1,4 +1,8 @@
-"""Exceptions the engine raises; their messages are written for an analyst, not a developer."""
+"""Exceptions the engine raises, and how its log marks a warning; every message is written for an
+analyst, not a developer."""
+
+# Log lines starting with this are warnings (the Processing adapter shows them as such).
+WARNING_PREFIX = "Warning: "
 
 
 class EngineError(ValueError):

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from osgeo import gdal, ogr, osr
 
-from .errors import EngineError
+from .errors import WARNING_PREFIX, EngineError
 from .gdal_mode import gdal_exceptions
 from .grid import Grid, intersects, transform_bounds
 
@@ -110,7 +110,7 @@ def rasterize_labels(vector_path: str, class_field: Optional[str], grid: Grid, o
     srs = lyr.GetSpatialRef()
     messages = []
     if srs is None:
-        messages.append(f"Warning: the label layer '{name}' has no CRS; taken to be the raster's")
+        messages.append(WARNING_PREFIX + f"the label layer '{name}' has no CRS; taken to be the raster's")
         srs = grid.srs()
     else:
         srs = srs.Clone()

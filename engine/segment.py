@@ -12,7 +12,7 @@ import numpy as np
 
 from .binding import Source, reference_order
 from .blending import FinishedRows
-from .errors import Cancelled, EngineError
+from .errors import WARNING_PREFIX, Cancelled, EngineError
 from .gdal_mode import gdal_exceptions
 from .grid import Grid, GridRequest, reference_grid
 from .ground import estimated_ground
@@ -128,7 +128,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
 
     def warn(text: str) -> None:
         warnings.append(text)
-        log("Warning: " + text)
+        log(WARNING_PREFIX + text)
 
     if not sources:
         raise EngineError("no input layer is bound to the model")

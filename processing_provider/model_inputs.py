@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..engine.errors import WARNING_PREFIX
 from ..engine.vocabulary import ELEVATION_TYPES, key_at, labels
 from .base import ModalSegAlgorithm, gdal_raster_path, is_set, log_warning
 from .paths import BUNDLED_MODELS_DIR
@@ -25,7 +26,6 @@ DEFAULT_BUNDLED_MODEL = "modalseg-sgma-urban"
 # Item 0 of the model list, hence the default (and what saved models and batch histories hold).
 AUTOMATIC_MODEL = (f"Automatic: the bundled model that uses the most of the given layers "
                    f"(ties: {DEFAULT_BUNDLED_MODEL})")
-WARNING_PREFIX = "Warning: "  # how engine log lines mark a warning
 NO_LAYER_MESSAGE = ("Give at least one input layer (optical, elevation, SAR or NIR); "
                     "the model decides which of them it uses.")
 

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import EngineError
+from ..errors import WARNING_PREFIX, EngineError
 from ..package import ClassInfo
 
 IGNORE = "ignore"
@@ -112,7 +112,7 @@ def resolve_mapping(rows: Iterable[Tuple[int, str]], classes: Sequence[ClassInfo
             info = _class_for(target, classes)
             if info is None:
                 names = ", ".join(c.name for c in classes)
-                warn(f"Warning: class mapping: LAS code {code} -> '{target}', which is no class of the package "
+                warn(WARNING_PREFIX + f"class mapping: LAS code {code} -> '{target}', which is no class of the package "
                      f"({names}); those points are left unlabelled")
             else:
                 labels[code] = info.value

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import osr
 
-from ..errors import Cancelled, EngineError
+from ..errors import WARNING_PREFIX, Cancelled, EngineError
 from ..gdal_mode import gdal_exceptions
 from ..grid import Bounds, Grid, grid_of, intersects
 from ..package import ClassInfo
@@ -173,7 +173,7 @@ def _overlapping(infos: Sequence[CloudInfo], grid: Grid, reference: Optional[str
     kept = [info for info in infos if intersects(_padded(bounds_in(info, grid.crs_wkt)), grid.bounds)]
     for info in infos:
         if info not in kept:
-            log(f"Warning: point cloud '{info.path}' lies outside the output grid; it is not used")
+            log(WARNING_PREFIX + f"point cloud '{info.path}' lies outside the output grid; it is not used")
     if not kept:
         where = f"the reference raster '{reference}'" if reference else "the output grid"
         names = ", ".join(f"'{info.path}'" for info in infos)
@@ -202,7 +202,7 @@ def _drop_uncoloured(wanted: Dict[str, str], infos: Sequence[CloudInfo], log: Lo
     kept = dict(wanted)
     for kind, needs in (("optical", "has_colour"), ("nir", "has_nir")):
         if kind in kept and not any(getattr(info, needs) for info in infos):
-            log(f"Warning: no point cloud has {'RGB colours' if kind == 'optical' else 'a NIR channel'}; "
+            log(WARNING_PREFIX + f"no point cloud has {'RGB colours' if kind == 'optical' else 'a NIR channel'}; "
                 f"the {kind} raster is not written")
             del kept[kind]
     return kept
@@ -366,16 +366,16 @@ class _Run:
             raise EngineError(f"no point of the point cloud(s) falls inside {where}")
         for kind in COLOUR_GROUPS:
             if kind in self.writers and not self.coloured[kind]:
-                self.log(f"Warning: every point has {'RGB colours' if kind == 'optical' else 'NIR values'} of zero "
-                         f"(the fields exist but hold nothing); the {kind} raster is not written")
+                self.log(WARNING_PREFIX + f"every point has {'RGB colours' if kind == 'optical' else 'NIR values'} "
+                         f"of zero (the fields exist but hold nothing); the {kind} raster is not written")
                 self.writers.pop(kind).abort()
                 self.report.skipped.append(kind)
         for info in self.infos:
             for kind in COLOUR_GROUPS:
                 if kind in self.writers and str(info.path) not in self.coloured[kind] and \
                         (info.has_colour if kind == "optical" else info.has_nir):
-                    self.log(f"Warning: point cloud '{info.path.name}' has no {kind} values (all zero); its area "
-                             f"is nodata in the {kind} raster")
+                    self.log(WARNING_PREFIX + f"point cloud '{info.path.name}' has no {kind} values (all zero); "
+                             f"its area is nodata in the {kind} raster")
 
     def publish(self) -> Dict[str, str]:
         """Every file is finished before any is renamed into place: a failure leaves no output."""
@@ -398,4 +398,5 @@ def _log_classes(counts: Dict[int, int], mapping: ClassMapping, classes: Sequenc
     log("Points per LAS class: " + "; ".join(parts))
     unknown = [f"{code} ({n:,} points)" for code, n in sorted(counts.items()) if not mapping.mapped[code]]
     if unknown:
-        log("Warning: LAS class codes that the class mapping does not name are left unlabelled: " + ", ".join(unknown))
+        log(WARNING_PREFIX + "LAS class codes that the class mapping does not name are left unlabelled: "
+            + ", ".join(unknown))

@@ -15,7 +15,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ...engine.binding import Source
-from ...engine.errors import Cancelled, EngineError
+from ...engine.errors import WARNING_PREFIX, Cancelled, EngineError
 from ...engine.gdal_mode import gdal_exceptions
 from ...engine.metrics import confusion_matrix, summarize
 from ...engine.normalize import normalize
@@ -220,7 +220,7 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
         raise Cancelled("fine-tuning was cancelled before the first epoch finished; no model was written")
     if start_state is not None and start_miou is not None and start_miou >= best_score:
         # validation says training made the model worse on this area: do not hand that over
-        log(f"Warning: no epoch beat the starting model on validation (mIoU {start_miou:.3f} vs "
+        log(WARNING_PREFIX + f"no epoch beat the starting model on validation (mIoU {start_miou:.3f} vs "
             f"{best_score:.3f}); the package keeps the starting weights. More or more varied labels, "
             "a lower learning rate or freezing the encoders may help.")
         best_state, best_score, best_epoch = start_state, start_miou, 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Sequence, Tuple
 
-from ...engine.errors import EngineError
+from ...engine.errors import WARNING_PREFIX, EngineError
 from ...engine.package import ClassInfo, ModelPackage
 from .labels import Log
 from .options import FREEZE_CHOICES
@@ -63,7 +63,7 @@ def freeze(net: Any, how: str, num_classes: int, log: Log) -> None:
             frozen += p.numel()
     total = sum(p.numel() for p in net.parameters())
     if how == "encoder" and frozen == 0:
-        log("Warning: this network has no layer recognisable as an encoder; nothing was frozen")
+        log(WARNING_PREFIX + "this network has no layer recognisable as an encoder; nothing was frozen")
     else:
         log(f"frozen: {how} ({frozen / max(1, total):.0%} of {total} parameters)")
 

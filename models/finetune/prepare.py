@@ -11,7 +11,7 @@ from typing import Dict, List
 import numpy as np
 
 from ...engine.binding import Source, reference_order
-from ...engine.errors import EngineError
+from ...engine.errors import WARNING_PREFIX, EngineError
 from ...engine.labels import LABEL_NODATA
 from ...engine.grid import Grid, GridRequest, reference_grid
 from ...engine.normalize import percentile_range
@@ -80,7 +80,8 @@ def prepare_training_data(package: ModelPackage, sources: List[Source], labels: 
         log(f"  label {c.value} {c.name}: {counts[c.value]} px")
     empty = [c.name for c in classes if counts[c.value] == 0]
     if empty:
-        log(f"Warning: no labelled pixel of class(es) {', '.join(empty)}; the model gets no new examples of them")
+        log(WARNING_PREFIX + f"no labelled pixel of class(es) {', '.join(empty)}; the model gets no new examples "
+            "of them")
     # crop to the labelled area plus a margin of half a chip (context for the chips at its edge)
     rows, cols = np.nonzero(labelled)
     margin = options.chip // 2
