@@ -76,6 +76,12 @@ class Grid:
         return replace(self, geotransform=(x0, px * self.width / width, 0.0, y0, 0.0, py * self.height / height),
                        width=width, height=height)
 
+    def decimated(self, max_size: int) -> "Grid":
+        """Same extent with at most ``max_size`` pixels a side (itself when already that small): for
+        whole-layer statistics read cheaply."""
+        factor = max(self.width, self.height) / max_size
+        return self.rescaled(factor) if factor > 1 else self
+
 
 @dataclass(frozen=True)
 class GridRequest:

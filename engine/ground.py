@@ -43,9 +43,7 @@ def elevation_kind_from_values(path: str, band: int = 1, max_size: int = 512) ->
     """``("dsm" | "ndsm", why)`` from a decimated read of the whole layer: an nDSM is 0 m on the
     ground, so its low percentile sits at 0 m and it is never negative; a DSM's sits at the
     terrain's height above sea level."""
-    own = grid_of(path)
-    scale = max(own.width, own.height) / max_size
-    reader = BandReader(path, (band,), own.rescaled(scale) if scale > 1 else own, "nearest", PLAUSIBLE_HEIGHT_M)
+    reader = BandReader(path, (band,), grid_of(path).decimated(max_size), "nearest", PLAUSIBLE_HEIGHT_M)
     try:
         data, valid = reader.read(0, 0, reader.grid.width, reader.grid.height)
     finally:

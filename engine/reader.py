@@ -202,9 +202,7 @@ class SourceReader:
     def sample(self, max_size: int = 512) -> Tuple[np.ndarray, np.ndarray]:
         """The whole grid decimated (nearest neighbour) to at most ``max_size`` pixels a side, for
         statistics (in physical units, before any stretch)."""
-        grid = self.main.grid
-        scale = max(grid.width, grid.height) / max_size
-        reader = SourceReader(replace(self.source, resampling="nearest"), grid.rescaled(scale if scale > 1 else 1.0))
+        reader = SourceReader(replace(self.source, resampling="nearest"), self.main.grid.decimated(max_size))
         try:
             return reader.read(0, 0, reader.main.grid.width, reader.main.grid.height)
         finally:
