@@ -28,6 +28,7 @@ from ..engine.metrics import SubsetEvaluator, modality_subsets
 from ..engine.normalize import normalize
 from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
 from .data.rasters import find_lidar_stacks
+from .data.holdout import is_held_out
 from .data.shared_data import PLUGIN_ROOT, SHARED_DATA
 from .optimisation import apply_gradients, lr_at, set_learning_rate
 
@@ -48,7 +49,8 @@ def _resolve(p: str, base: Path) -> Path:
 
 def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float], List[str]]:
     """Training areas, validation areas (same stacks, spatially separate strips), sampling
-    weights (each group of folders gets its configured share) and each area's group."""
+    weights (each group of folders gets its configured share) and each area's group. The
+    held-out tiles (``data.holdout``) are left out of both: they are for the final figures only."""
     data = cfg["data"]
     root = _resolve(data.get("root", str(SHARED_DATA)), PLUGIN_ROOT)
     sources = sorted({m["source"] for m in cfg["modalities"]})
@@ -56,7 +58,8 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
     for entry in data["folders"]:
         stacks = find_lidar_stacks(_resolve(entry["path"], root), sources)
         stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
-                  and all(x in s.name for x in entry.get("include", []))]
+                  and all(x in s.name for x in entry.get("include", []))
+                  and not is_held_out(Path(entry["path"]).name, s.name)]
         area_px = sum(s.width * s.height for s in stacks)
         for s in stacks:
             a, b = split_area(s, float(data.get("val_fraction", 0.2)), data.get("val_side", "right"))
