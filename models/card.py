@@ -1,8 +1,18 @@
-"""Model card (README.md beside a package) written from the package's own metadata."""
+"""Model card (README.md beside a package) written from the package's own metadata.
+
+The honest figures come first: ``metrics.held_out`` (``models.held_out``: whole tiles never trained
+or selected on) and ``metrics.few_labels`` (``benchmarks/few_labels``: the untuned package against
+one fine-tuned on a few polygons); the strip figures of training (``metrics.validation``) follow
+as a secondary table. Failure modes are the recipe's (``extra.training_config.package``) plus those
+the held-out figures show.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+LOW_MIOU = 50.0  # a held-out mIoU below this is called a failure mode (segment warns below it too)
+LOW_CLASS_IOU = 40.0  # a pooled per-class IoU below this is named among the failure modes
 
 CLASS_KEYS = ["ground", "building", "low_vegetation", "tree", "water", "other"]
 
@@ -23,15 +33,87 @@ def accuracy_table(validation: Dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def write_card(folder: "str | Path", meta: Dict[str, Any], failure_modes: Sequence[str] = ()) -> Path:
-    """Write ``README.md`` into a package folder; every figure comes from ``meta``."""
+def _one(x: Optional[float]) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def held_out_table(held_out: Dict[str, Any], classes: Sequence[Dict[str, Any]]) -> str:
+    """Rows per GSD group and modality subset, then the pooled subsets (figures already in percent)."""
+    rows = ["| group | subset | " + " | ".join(c["name"] for c in classes) + " | mIoU | labelled px |",
+            "|---|---|" + "---|" * (len(classes) + 2)]
+
+    def row(group: str, subset: str, f: Dict[str, Any]) -> str:
+        ious = " | ".join(_one(f["per_class"].get(str(c["value"]))) for c in classes)
+        return f"| {group} | {subset} | {ious} | **{_one(f['miou'])}** | {f['pixels']} |"
+
+    for group, subsets in held_out.get("groups", {}).items():
+        rows += [row(group, subset, f) for subset, f in subsets.items()]
+    rows += [row("all, pooled", subset, f) for subset, f in held_out["subsets"].items()]
+    return "\n".join(rows)
+
+
+def few_labels_table(few: Dict[str, Any]) -> str:
+    rows = ["| area | polygons | labelled share of the half | untuned mIoU | fine-tuned mIoU | gain |",
+            "|---|---|---|---|---|---|"]
+    for name, r in few["areas"].items():
+        rows.append(f"| {name} | {r['polygons']} | {_one(r['cover_percent'])} % | {_one(r['untuned_miou'])} | "
+                    f"{_one(r['tuned_miou'])} | {r['tuned_miou'] - r['untuned_miou']:+.1f} |")
+    return "\n".join(rows)
+
+
+def observed_failure_modes(meta: Dict[str, Any]) -> List[str]:
+    """What the held-out figures show: subsets below ``LOW_MIOU``, classes below ``LOW_CLASS_IOU``."""
+    held_out = meta.get("metrics", {}).get("held_out")
+    if not held_out:
+        return []
+    names = {str(c["value"]): c["name"] for c in meta["classes"]}
+    found = []
+    for subset, f in held_out["subsets"].items():
+        if f["miou"] is not None and f["miou"] < LOW_MIOU:
+            found.append(f"Held-out accuracy with {subset} alone is low (mIoU {f['miou']:.1f} %): fine-tune on a few "
+                         "polygons of your area before relying on it (segment warns when it runs on this subset).")
+        weak = [f"{names.get(v, v)} {iou:.1f}" for v, iou in f["per_class"].items() if iou < LOW_CLASS_IOU]
+        if weak and (f["miou"] is None or f["miou"] >= LOW_MIOU):
+            found.append(f"Held-out IoU below {LOW_CLASS_IOU:.0f} % with {subset}: {', '.join(weak)}.")
+    return found
+
+
+def recipe_failure_modes(meta: Dict[str, Any]) -> List[str]:
+    return list(meta.get("extra", {}).get("training_config", {}).get("package", {}).get("failure_modes", []))
+
+
+def _honest_sections(m: Dict[str, Any], meta: Dict[str, Any]) -> str:
+    parts = []
+    if m.get("held_out"):
+        parts.append(f"""## Held-out accuracy (IoU %, whole held-out areas; the protocol says what the package saw)
+Protocol: {m['held_out']['protocol']}.
+
+{held_out_table(m['held_out'], meta['classes'])}
+
+`segment` logs the figure of the modality subset in use and warns when its mIoU is below {LOW_MIOU:.0f}.
+""")
+    if m.get("few_labels"):
+        parts.append(f"""## Few-label fine-tuning (mIoU %, `benchmarks/few_labels.py`)
+Protocol: {m['few_labels']['protocol']}.
+
+{few_labels_table(m['few_labels'])}
+""")
+    return "\n".join(parts)
+
+
+def write_card(folder: "str | Path", meta: Dict[str, Any], failure_modes: Optional[Sequence[str]] = None) -> Path:
+    """Write ``README.md`` into a package folder; every figure comes from ``meta``. Failure modes:
+    ``failure_modes`` (default: the recipe's), then those the held-out figures show."""
     m = meta["metrics"]
+    failure_modes = list(recipe_failure_modes(meta) if failure_modes is None else failure_modes)
+    failure_modes += observed_failure_modes(meta)
     mods = "\n".join(
         f"- `{x['name']}` ({x['kind']}, {x['bands']} band(s): {', '.join(x.get('band_names', []))}), "
         f"{'required' if x.get('required') else 'optional'}; normalisation `{x['normalization']}`; {x.get('description', '')}"
         for x in meta["modalities"])
     classes = ", ".join(f"{c['value']} {c['name']}" for c in meta["classes"])
     gsd = meta["gsd"]
+    inputs = " and/or ".join(f"{x['kind']} ({x.get('description') or x['name']})" for x in meta["modalities"])
     text = f"""# {meta['name']} {meta['version']}
 
 {meta['description']}
@@ -39,8 +121,10 @@ def write_card(folder: "str | Path", meta: Dict[str, Any], failure_modes: Sequen
 **Architecture:** {meta['architecture']} · **Licence:** {meta['license']} · **Attribution:** {meta['attribution']}
 
 ## Intended use
-Semantic segmentation of urban and peri-urban scenes from an RGB orthophoto and/or an nDSM
+Semantic segmentation of the scenes described above from {inputs}
 (any non-empty subset; missing modalities are passed as absent). Classes: {classes}.
+Pixel size: {gsd['min']}–{gsd['max']} m (trained around {gsd['native']} m); `segment` resamples outside that
+range and warns when the pixel size is more than twice outside it.
 Outputs class probabilities and one robustness map per modality (the share each input had in
 the decision, summing to 1 over the inputs given).
 
@@ -56,7 +140,8 @@ GSD: trained around {gsd['native']} m, valid {gsd['min']}–{gsd['max']} m (the 
 Recipe: `python -m modalseg.models.train --config training/<config>.json` (config and seed in the
 package metadata, `extra.training_config`).
 
-## Accuracy (IoU %, validation areas kept out of training)
+{_honest_sections(m, meta)}
+## Accuracy on validation strips (IoU %, secondary: strips beside training pixels, used to choose the checkpoint)
 Protocol: {m.get('protocol', '')}.
 
 {accuracy_table(m.get('validation', {}))}

@@ -1,0 +1,70 @@
+"""models.held_out: the bundled default package on the real held-out set through run_segmentation,
+the contract form of metrics.held_out, and --write storing it where segment and the card read it."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from tests.fixtures.paths import REPO_ROOT
+from modalseg.engine.metrics import confusion_from_values
+from modalseg.engine.package import load_package
+from modalseg.models import held_out
+from modalseg.models.data.holdout import HELD_OUT_STACKS
+
+DEFAULT = REPO_ROOT / "resources" / "models" / "modalseg-sgma-urban"
+
+
+def test_figures_are_percent_over_classes_1_to_4_with_enough_support():
+    values = [1, 2, 3, 4, 5, 6]
+    reference = np.array([1] * 300 + [2] * 300 + [3] * 100 + [5] * 300)
+    predicted = np.array([1] * 300 + [2] * 150 + [1] * 150 + [3] * 100 + [5] * 300)
+    f = held_out.figures(confusion_from_values(reference, predicted, values), values)
+    # ground 300 / 450, building 150 / 300; low vegetation (100 px < 200) and water (not 1-4) stay out
+    assert f["classes_in_miou"] == [1, 2]
+    assert f["miou"] == pytest.approx(round(100 * (300 / 450 + 0.5) / 2, 1))
+    assert f["per_class"] == {"1": 66.7, "2": 50.0, "3": 100.0, "5": 100.0}
+    assert f["pixels"] == 1000
+
+
+def test_default_package_on_the_held_out_set(shared_data, tmp_path):
+    package = load_package(DEFAULT)
+    lines = []
+    result = held_out.evaluate_held_out(package, shared_data, cache=tmp_path / "cache", log=lines.append)
+    assert list(result["subsets"]) == ["optical", "ndsm", "optical+ndsm"]
+    assert set(result["groups"]) == {"0.5 m tiles", "2 m tiles", held_out.OPTICAL_GROUP}
+    # every labelled pixel of the tiles is scored once (nDSM only), plus the optical area's
+    tile_pixels = sum(int((gdal.Open(str(shared_data / folder / f"{stem}_label.tif")).ReadAsArray() > 0).sum())
+                      for folder, stems in HELD_OUT_STACKS.items() for stem in stems)
+    area = result["groups"][held_out.OPTICAL_GROUP]
+    assert result["subsets"]["ndsm"]["pixels"] == tile_pixels + area["ndsm"]["pixels"]
+    # the optical area's labels come from its cloud: ground and building only, same pixels for every subset
+    assert set(area["optical"]["per_class"]) <= {"1", "2"}
+    assert area["optical"]["pixels"] == area["optical+ndsm"]["pixels"] > 40000
+    for subset in result["subsets"].values():
+        assert subset["miou"] is None or 0 <= subset["miou"] <= 100
+    # elevation works on whole unseen-grid tiles; the optical-only stream does not (issue 13)
+    assert result["groups"]["0.5 m tiles"]["ndsm"]["miou"] > 60
+    assert result["subsets"]["optical"]["miou"] < 50
+    assert any("rasterised" in line for line in lines)
+    assert "none of these areas is trained on" in result["protocol"]
+
+
+def test_write_stores_the_figures_in_json_graph_and_card(tmp_path):
+    folder = tmp_path / DEFAULT.name
+    shutil.copytree(DEFAULT, folder)
+    package = load_package(folder)
+    figures = {"protocol": "a test protocol", "subsets": {"ndsm": {"miou": 61.5, "per_class": {"1": 90.0, "2": 33.0},
+                                                                   "pixels": 1234, "classes_in_miou": [1, 2]},
+                                                          "optical": {"miou": 12.3, "per_class": {"1": 24.6},
+                                                                      "pixels": 99, "classes_in_miou": [1]}}}
+    held_out.store_held_out(package, figures)
+    assert load_package(folder).metadata.metrics["held_out"] == figures  # the graph's embedded copy
+    sidecar = json.loads((folder / f"{DEFAULT.name}.json").read_text())
+    assert sidecar["metrics"]["held_out"] == figures
+    card = (folder / "README.md").read_text()
+    assert "Protocol: a test protocol." in card and "| all, pooled | ndsm | 90.0 | 33.0 |" in card
+    assert "Held-out accuracy with optical alone is low (mIoU 12.3 %)" in card
+    assert "Held-out IoU below 40 % with ndsm: building 33.0." in card
+    assert not list(folder.glob(".*.tmp"))
