@@ -113,6 +113,17 @@ def area_subsets(package: ModelPackage, area: HeldOutArea) -> List[Tuple[str, ..
     return [s for s in modality_subsets(meta.modality_names) if set(s) <= can]
 
 
+def area_layers(package: ModelPackage, area: HeldOutArea, subset: Sequence[str]) -> Dict[str, LayerInput]:
+    """The layers (by role, as ``segment`` takes them) that give ``area``'s rasters for the modalities of ``subset``."""
+    layers: Dict[str, LayerInput] = {}
+    for spec in package.metadata.modalities:
+        if spec.name in subset:
+            key, bands = LAYER_OF_KIND[spec.kind]
+            layers[role_of_kind(spec.kind)] = LayerInput(str(area.rasters[key]), bands,
+                                                         spec.kind if spec.kind in ("dsm", "ndsm") else "auto")
+    return layers
+
+
 def segment_area(package: ModelPackage, area: HeldOutArea, subset: Sequence[str], folder: Path,
                  threads: int = 1) -> np.ndarray:
     """The class map ``segment`` makes of ``area`` from the modalities of ``subset`` (on the label's grid)."""
@@ -121,13 +132,7 @@ def segment_area(package: ModelPackage, area: HeldOutArea, subset: Sequence[str]
     from ..engine.outputs import OutputPaths
     from ..engine.segment import RunOptions, run_segmentation
 
-    layers: Dict[str, LayerInput] = {}
-    for spec in package.metadata.modalities:
-        if spec.name in subset:
-            key, bands = LAYER_OF_KIND[spec.kind]
-            layers[role_of_kind(spec.kind)] = LayerInput(str(area.rasters[key]), bands,
-                                                         spec.kind if spec.kind in ("dsm", "ndsm") else "auto")
-    sources, _ = bind_modalities(package.metadata, layers)
+    sources, _ = bind_modalities(package.metadata, area_layers(package, area, subset))
     out = folder / f"{area.name}-{'+'.join(subset)}.tif"
     run_segmentation(sources, package, GridRequest(), OutputPaths(str(out)), RunOptions(threads=threads))
     classes = gdal.Open(str(out)).ReadAsArray()
@@ -221,16 +226,17 @@ def format_table(meta_name: str, held_out: Dict[str, object], classes: Sequence[
     return "\n".join(lines)
 
 
-def store_held_out(package: ModelPackage, held_out: Dict[str, object]) -> None:
-    """Write ``metrics.held_out`` into the package's JSON, its graph's embedded metadata and its card;
-    each file is replaced whole (written beside, then renamed), so a failure leaves the old one."""
+def store_metrics(package: ModelPackage, metrics: Dict[str, object]) -> None:
+    """Set ``metrics`` entries (e.g. ``held_out``, ``few_labels``) in the package's JSON, its graph's
+    embedded metadata and its card; each file is replaced whole (written beside, then renamed), so a
+    failure leaves the old one."""
     import onnx
 
     from .card import write_card
 
     sidecar = package.onnx_path.with_suffix(".json")
     meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    meta.setdefault("metrics", {})["held_out"] = held_out
+    meta.setdefault("metrics", {}).update(metrics)
     parse_metadata(meta)  # the engine's reader is the judge
     model = onnx.load(str(package.onnx_path))
     entries = [e for e in model.metadata_props if e.key == METADATA_KEY]
@@ -262,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(format_table(f"{package.metadata.name} {package.metadata.version}", held_out, package.metadata.classes))
     print(f"protocol: {held_out['protocol']}")
     if a.write:
-        store_held_out(package, held_out)
+        store_metrics(package, {"held_out": held_out})
         print(f"stored metrics.held_out in {package.onnx_path.with_suffix('.json')}, its graph and README.md")
 
 

@@ -125,9 +125,10 @@ def prepare_training_data(package: ModelPackage, sources: List[Source], labels: 
         raise EngineError("the training part of the labelled area holds no label; lower the validation fraction")
     if val_areas and val_px == 0:
         val_areas = []
-    log(f"labelled area: {crop.width} x {crop.height} px at {grid.gsd_metres():.3g} m; "
-        + (f"validation = {how} ({val_px} labelled px)" if val_areas else
-           "Warning: no validation pixels; the best epoch is chosen by training loss"))
+    log(f"labelled area: {crop.width} x {crop.height} px at {grid.gsd_metres():.3g} m"
+        + (f"; validation = {how} ({val_px} labelled px)" if val_areas else ""))
+    if not val_areas:  # its own line: only lines that start with the prefix become warnings
+        log(WARNING_PREFIX + "no validation pixels; the best epoch is chosen by training loss")
     freq = np.bincount(index[index != IGNORE], minlength=len(classes)).astype(np.float64)
     return TrainingData(grid, classes, train_area, val_areas, norms, freq, counts)
 

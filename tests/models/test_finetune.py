@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modalseg.engine import LayerInput, bind_modalities, load_package
-from modalseg.engine.errors import Cancelled, EngineError
+from modalseg.engine.errors import WARNING_PREFIX, Cancelled, EngineError
 from modalseg.models.finetune import ClassResolver, FinetuneOptions, LabelInput, finetune, split_validation
 from tests.fixtures.paths import REFERENCE_PACKAGE
 
@@ -72,11 +72,15 @@ def test_new_class_reinitialises_the_head(sources, labels, tmp_path):
 
 
 def test_time_budget_and_freeze(sources, labels, tmp_path):
-    opts = FinetuneOptions(**{**FAST, "epochs": 50, "steps_per_epoch": 1000}, minutes=0.02, freeze="encoder")
+    opts = FinetuneOptions(**{**FAST, "epochs": 50, "steps_per_epoch": 1000}, minutes=0.02, freeze="encoder",
+                           val_fraction=0.0)
     log = []
     result = finetune(PACKAGE, sources, labels, tmp_path / "pkg", opts, log=log.append)
     assert result.stopped == "time budget" and result.epochs == 1
     assert any(line.startswith("frozen: encoder") for line in log)
+    # a line of its own that starts with the prefix, so the adapter shows it as a warning
+    assert WARNING_PREFIX + "no validation pixels; the best epoch is chosen by training loss" in log
+    assert not any("Warning" in line and not line.startswith(WARNING_PREFIX) for line in log)
 
 
 def test_mapping_and_unknown_labels():

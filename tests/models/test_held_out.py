@@ -59,7 +59,7 @@ def test_write_stores_the_figures_in_json_graph_and_card(tmp_path):
                                                                    "pixels": 1234, "classes_in_miou": [1, 2]},
                                                           "optical": {"miou": 12.3, "per_class": {"1": 24.6},
                                                                       "pixels": 99, "classes_in_miou": [1]}}}
-    held_out.store_held_out(package, figures)
+    held_out.store_metrics(package, {"held_out": figures})
     assert load_package(folder).metadata.metrics["held_out"] == figures  # the graph's embedded copy
     sidecar = json.loads((folder / f"{DEFAULT.name}.json").read_text())
     assert sidecar["metrics"]["held_out"] == figures
