@@ -22,6 +22,12 @@ def percentile_range(data: np.ndarray, valid: np.ndarray, low: float, high: floa
     return lo, np.maximum(hi, lo + 1e-6)
 
 
+def own_statistics(data: np.ndarray, valid: np.ndarray, spec: Normalization) -> Optional[Range]:
+    """The statistics a recipe takes from the layer itself when ``data`` is the whole layer (a
+    training chip, a validation chip): its percentiles for ``percentile``, nothing otherwise."""
+    return percentile_range(data, valid, spec.low, spec.high) if spec.type == "percentile" else None
+
+
 def value_range(spec: Normalization, stats: Optional[Range]) -> Optional[Range]:
     """(low, high) per band for range-based recipes; ``None`` for mean/std."""
     if spec.type == "minmax":

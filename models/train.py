@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..engine.metrics import SubsetEvaluator, modality_subsets
-from ..engine.normalize import normalize
+from ..engine.normalize import normalize, own_statistics
 from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
 from .data.rasters import find_lidar_stacks
 from .data.holdout import is_held_out
@@ -56,6 +56,15 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
     sources = sorted({m["source"] for m in cfg["modalities"]})
     train, val, weights, groups = [], [], [], []
     for entry in data["folders"]:
+        if entry.get("format") == "ombria":  # chips, not tiles: validation = a seeded share of chips
+            from .data.ombria import find_ombria_chips, validation_split
+            a_list, b_list = validation_split(find_ombria_chips(_resolve(entry["path"], root), sources),
+                                              float(data.get("val_fraction", 0.1)), int(data.get("val_seed", 0)))
+            train += a_list
+            val += b_list
+            weights += [float(entry.get("weight", 1.0)) / max(1, len(a_list))] * len(a_list)
+            groups += [entry.get("group", entry["path"])] * len(b_list)
+            continue
         stacks = find_lidar_stacks(_resolve(entry["path"], root), sources)
         stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
                   and all(x in s.name for x in entry.get("include", []))
@@ -68,6 +77,45 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
             weights.append(float(entry.get("weight", 1.0)) * a.pixels / max(1, area_px))
             groups.append(entry.get("group", entry["path"]))
     return train, val, weights, groups
+
+
+def validation_protocol(cfg: Dict[str, Any]) -> str:
+    """One sentence: what the checkpoint-selection figures were measured on."""
+    data = cfg["data"]
+    if "validation_protocol" in data:
+        return str(data["validation_protocol"])
+    return (f"validation = right {data.get('val_fraction', 0.2):.0%} strip of every tile "
+            "(spatially separate from the training area), whole strips at native GSD; mIoU over "
+            f"ground, building, low vegetation, tree, leaving out those with < {MIN_SUPPORT} "
+            "reference pixels in the group (listed per row in classes_in_miou)")
+
+
+def held_out_areas(cfg: Dict[str, Any]) -> List[Area]:
+    """The recipe's held-out chips (``data.held_out``: OMBRIA ``test/``), whole, for the final
+    figures only; empty when the recipe names none (the urban recipes: ``models.held_out``)."""
+    spec = cfg["data"].get("held_out")
+    if not spec:
+        return []
+    from .data.ombria import find_ombria_chips
+    root = _resolve(cfg["data"].get("root", str(SHARED_DATA)), PLUGIN_ROOT)
+    chips = find_ombria_chips(_resolve(spec["path"], root), sorted({m["source"] for m in cfg["modalities"]}))
+    return [Area(c, (0, 0, c.width, c.height)) for c in chips]
+
+
+def held_out_metrics(results: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``evaluate`` output of one group -> the package's ``metrics.held_out`` (percent, per class
+    keyed by class value, reference pixels)."""
+    values = [c["value"] for c in cfg["classes"]]
+    keys = class_keys(cfg)
+    subsets = {}
+    for name, row in results["subsets"].items():
+        subsets[name] = {"miou": round(100 * row["miou"], 2),
+                         "per_class": {str(v): None if row["iou"][k] is None else round(100 * row["iou"][k], 2)
+                                       for v, k in zip(values, keys)},
+                         "pixels": int(sum(row["support"].values()))}
+    return {"protocol": cfg["data"]["held_out"]["protocol"], "subsets": subsets,
+            "average": round(100 * results["average"], 2), "top1": round(100 * results["top1"], 2),
+            "last1": round(100 * results["last1"], 2)}
 
 
 def build_net(cfg: Dict[str, Any]):
@@ -111,6 +159,7 @@ def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[
     if not callable(predictor) or hasattr(predictor, "state_dict"):
         predictor = torch_predictor(predictor)
     mods = [m["name"] for m in cfg["modalities"]]
+    names = class_keys(cfg)
     bands = {m["name"]: m["bands"] for m in cfg["modalities"]}
     norms = {m["name"]: as_normalization(m["normalization"], m["bands"]) for m in cfg["modalities"]}
     values = [c["value"] for c in cfg.get("classes", [])] or list(range(1, 7))
@@ -126,11 +175,12 @@ def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[
         for m in cfg["modalities"]:
             if m["source"] in area.stack.files:
                 d, ok = area.stack.read(m["source"], x0, y0, x1 - x0, y1 - y0)
-                raw[m["name"]] = normalize(d, ok, norms[m["name"]])
+                spec = norms[m["name"]]  # an area is a whole layer: percentiles of its own
+                raw[m["name"]] = normalize(d, ok, spec, own_statistics(d, ok, spec))
         have = [m for m in mods if m in raw]
         if not have:
             continue
-        ev = evaluators.setdefault(group, SubsetEvaluator(mods, CLASS_NAMES[:len(values)], fg,
+        ev = evaluators.setdefault(group, SubsetEvaluator(mods, names, fg,
                                                           int(cfg.get("min_support", MIN_SUPPORT))))
         chosen = modality_subsets(have) if subsets == "all" else [tuple(have)]
         for subset in chosen:
@@ -148,6 +198,15 @@ def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[
                       for k, v in res["subsets"].items()},
             "average": _r(res["miou_average"]), "top1": _r(res["miou_top1"]), "last1": _r(res["miou_last1"])}
     return out
+
+
+def class_keys(cfg: Dict[str, Any]) -> List[str]:
+    """Metric keys of the classes: the LiDAR scheme's short names for the urban recipes, the
+    recipe's own class names (lower case, '_' for spaces) for any other class list."""
+    classes = cfg.get("classes", [])
+    if not classes or [c["value"] for c in classes] == list(range(1, len(CLASS_NAMES) + 1)):
+        return CLASS_NAMES[:len(classes) or len(CLASS_NAMES)]
+    return [c["name"].split(" /")[0].strip().lower().replace(" ", "_") for c in classes]
 
 
 def _r(x: float) -> Optional[float]:
@@ -192,11 +251,13 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         gsd_range=tuple(data["gsd_range"]) if data.get("gsd_range") else None,
         drop_prob=float(data.get("drop_prob", 0.0)), area_weights=weights,
         height_scale=tuple(data["height_scale"]) if data.get("height_scale") else None,
-        height_modalities=[m["name"] for m in cfg["modalities"] if m.get("kind") == "ndsm"])
+        height_modalities=[m["name"] for m in cfg["modalities"] if m.get("kind") == "ndsm"],
+        display_modalities=data.get("display_jitter", {}).get("modalities", ()),
+        display_gamma=tuple(data.get("display_jitter", {}).get("gamma", (0.5, 2.0))))
     net = build_net(cfg)
     params = sum(p.numel() for p in net.parameters())
     log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "
-        f"validation = right {data.get('val_fraction', 0.2):.0%} strip of every tile")
+        f"validation: {validation_protocol(cfg)}")
     opt = torch.optim.AdamW(net.parameters(), lr=float(tr.get("lr", 2e-3)),
                             weight_decay=float(tr.get("weight_decay", 1e-4)))
     steps, batch = int(tr["steps"]), int(tr.get("batch", 8))
@@ -293,13 +354,16 @@ def export_trained(net, cfg: Dict[str, Any], out: Path, val_areas, groups, train
         log(f"  {g:>12} Average {r['average']} Top-1 {r['top1']} Last-1 {r['last1']}")
     pk = cfg["package"]
     metrics = {
-        "protocol": f"validation = right {cfg['data'].get('val_fraction', 0.2):.0%} strip of every tile "
-                    "(spatially separate from the training area), whole strips at native GSD; mIoU over "
-                    f"ground, building, low vegetation, tree, leaving out those with < {MIN_SUPPORT} "
-                    "reference pixels in the group (listed per row in classes_in_miou)",
+        "protocol": validation_protocol(cfg),
         "validation": res, "train_seconds": round(train_s, 1), "steps": step,
         "threads": int(cfg["train"].get("threads", 1)), "history": history[-20:],
     }
+    held = held_out_areas(cfg)
+    if held:
+        res_held = evaluate(net, held, ["held_out"] * len(held), cfg, subsets="all")["held_out"]
+        metrics["held_out"] = held_out_metrics(res_held, cfg)
+        for k, v in metrics["held_out"]["subsets"].items():
+            log(f"  held out {k:<14} mIoU {v['miou']} per class {v['per_class']} ({v['pixels']} px)")
     mods = [{k: v for k, v in m.items() if k != "source"} for m in cfg["modalities"]]
     arch = cfg["architecture"]
     if arch == "derived-inputs":  # say what the user gets; extra.torch keeps the builder name
@@ -308,7 +372,7 @@ def export_trained(net, cfg: Dict[str, Any], out: Path, val_areas, groups, train
         cfg["name"], mods, version=cfg.get("version", "1.0.0"), architecture=arch,
         description=pk.get("description", ""), training_data=pk.get("training_data", ""),
         tile_size=int(pk.get("tile_size", 256)), size_multiple=int(getattr(net, "size_multiple", 1)),
-        overlap=int(pk.get("overlap", 32)), gsd=pk.get("gsd"), metrics=metrics,
+        overlap=int(pk.get("overlap", 32)), gsd=pk.get("gsd"), classes=cfg.get("classes"), metrics=metrics,
         extra={"training_config": {k: v for k, v in cfg.items() if not k.startswith("_")}})
     if "license" in pk:
         meta["license"] = pk["license"]

@@ -33,3 +33,22 @@ def photometric(optical: np.ndarray, rng: np.random.Generator, max_value: float 
     x = np.clip(x * gain, 0.0, 1.0) ** rng.uniform(0.8, 1.25)
     x = x + rng.normal(0.0, rng.uniform(0.0, 0.02), size=x.shape)
     return (np.clip(x, 0.0, 1.0) * max_value).astype(np.float32)
+
+
+def display_scaling(layer: np.ndarray, rng: np.random.Generator, gamma: Tuple[float, float] = (0.5, 2.0),
+                    max_value: float = 255.0) -> np.ndarray:
+    """A random monotone remapping of a display-scaled layer (0..max_value): gamma (log-uniform in
+    ``gamma``, slightly different per band) and a random clip of up to 3 % at either end.
+
+    Users' files reach the network through other value mappings than the training chips' display
+    stretch (SAR in dB floats, reflectance 0-10 000, another 8-bit stretch); after percentile
+    normalisation an affine change vanishes, what remains is curvature and saturation, which this
+    draws.
+    """
+    x = np.clip(layer.astype(np.float32) / max_value, 0.0, 1.0)
+    g = np.exp(rng.uniform(np.log(gamma[0]), np.log(gamma[1])))
+    g = g * rng.uniform(0.92, 1.08, size=(x.shape[0], 1, 1))
+    x = x ** g.astype(np.float32)
+    low, high = rng.uniform(0.0, 0.03), rng.uniform(0.97, 1.0)
+    return (np.clip((x - low) / (high - low), 0.0, 1.0) * max_value).astype(np.float32)
+

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import augment
-from ...engine.normalize import normalize
+from ...engine.normalize import normalize, own_statistics
 from ...engine.package import Normalization, _parse_normalization
 from .rasters import RasterStack
 
@@ -108,7 +108,8 @@ class ChipSampler:
                  augment_optical: Sequence[str] = ("optical",), drop_prob: float = 0.0,
                  min_labelled: float = 0.05, area_weights: Optional[Sequence[float]] = None,
                  height_scale: Optional[Tuple[float, float]] = None,
-                 height_modalities: Sequence[str] = ("ndsm",)) -> None:
+                 height_modalities: Sequence[str] = ("ndsm",), display_modalities: Sequence[str] = (),
+                 display_gamma: Tuple[float, float] = (0.5, 2.0)) -> None:
         self.areas = list(areas)
         self.modalities = list(modalities)
         self.bands = dict(bands)
@@ -124,6 +125,10 @@ class ChipSampler:
         # model trained on a few towns does not learn their exact building / tree heights
         self.height_scale = height_scale
         self.height_modalities = set(height_modalities)
+        # display-scaling jitter (augment.display_scaling) for modalities whose training chips are
+        # one display stretch of values users bring in other forms (OMBRIA's SAR and optical)
+        self.display_modalities = set(display_modalities)
+        self.display_gamma = display_gamma
         lut = np.full(256, IGNORE, np.uint8)
         for i, v in enumerate(class_values):
             lut[v] = i
@@ -204,11 +209,17 @@ class ChipSampler:
         for n in self.modalities:
             if n in layers:
                 x = layers[n]
+                if n in self.display_modalities and self.augment_geometry:
+                    x = augment.display_scaling(x, rng, self.display_gamma)
                 if n in self.augment_optical and self.augment_geometry:
                     x = augment.photometric(x, rng)
                 if n in self.height_modalities and scale != 1.0:
                     x = x * np.float32(scale)
-                out[n] = normalize(x, masks[n + "#valid"][0] > 0.5, self.norms[n])
+                ok = masks[n + "#valid"][0] > 0.5
+                # a chip is a whole layer here: percentile recipes take the chip's own percentiles
+                # (a chip without a valid pixel of the layer, e.g. off a footprint, stays zeros)
+                out[n] = (normalize(x, ok, self.norms[n], own_statistics(x, ok, self.norms[n])) if ok.any()
+                          else np.zeros((self.bands[n], self.chip, self.chip), np.float32))
             else:
                 out[n] = np.zeros((self.bands[n], self.chip, self.chip), np.float32)
         out["present"] = np.array([1.0 if n in layers else 0.0 for n in self.modalities], np.float32)
