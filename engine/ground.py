@@ -6,8 +6,8 @@ the ground window, flagging as off-ground every pixel that rises above the opene
 than a threshold growing with the window (so slopes survive and buildings do not; the first, 3-pixel
 window takes the base threshold alone, as in Zhang et al.). The ground pixels that are not rough
 (low vegetation is) are the seeds of the terrain: at every pixel, the DTM is the local plane fitted
-through the seeds around it by Gaussian-weighted least squares, at the finest scale (2 m and up,
-doubling to half the window) that has enough seeds in reach, lowered by the spread of LiDAR
+through the seeds around it by Gaussian-weighted least squares, at the finest scale (4 m and up,
+doubling until the fit reaches half the window) that has enough seeds in reach, lowered by the spread of LiDAR
 returns on bare ground and bounded below by the opened surface.
 A plane follows slopes, where a smoothed height or a low quantile of the DSM sits below them and
 turns sloping grass into low vegetation (benchmarks/dsm_only measures both).
