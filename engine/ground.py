@@ -136,17 +136,20 @@ def _plane_fit(height: np.ndarray, weight: np.ndarray, sigma: float) -> Tuple[np
     and blocks with halos give the same values as one pass."""
     from scipy import ndimage
 
-    def moment(values: np.ndarray, order: Tuple[int, int]) -> np.ndarray:
-        return ndimage.gaussian_filter(values, sigma=sigma, order=order, mode="constant", cval=0.0,
-                                       truncate=_TRUNCATE)
+    def smooth(values: np.ndarray, order: int, axis: int) -> np.ndarray:
+        return ndimage.gaussian_filter1d(values, sigma, axis=axis, order=order, mode="constant", cval=0.0,
+                                         truncate=_TRUNCATE)
 
     s2, s4 = sigma ** 2, sigma ** 4
     weighted = np.where(weight > 0, height, 0.0) * weight
-    w = moment(weight, (0, 0))
-    wx, wy = s2 * moment(weight, (0, 1)), s2 * moment(weight, (1, 0))
-    wxx, wyy = s4 * moment(weight, (0, 2)) + s2 * w, s4 * moment(weight, (2, 0)) + s2 * w
-    wxy = s4 * moment(weight, (1, 1))
-    z, zx, zy = moment(weighted, (0, 0)), s2 * moment(weighted, (0, 1)), s2 * moment(weighted, (1, 0))
+    # Separable moments: each pass along the rows (y) is shared by the passes along the columns (x).
+    w_rows = [smooth(weight, order, 0) for order in (0, 1, 2)]
+    w = smooth(w_rows[0], 0, 1)
+    wx, wy = s2 * smooth(w_rows[0], 1, 1), s2 * smooth(w_rows[1], 0, 1)
+    wxx, wyy = s4 * smooth(w_rows[0], 2, 1) + s2 * w, s4 * smooth(w_rows[2], 0, 1) + s2 * w
+    wxy = s4 * smooth(w_rows[1], 1, 1)
+    z_rows = [smooth(weighted, order, 0) for order in (0, 1)]
+    z, zx, zy = smooth(z_rows[0], 0, 1), s2 * smooth(z_rows[0], 1, 1), s2 * smooth(z_rows[1], 0, 1)
     minor = wxx * wyy - wxy ** 2
     det = w * minor - wx * (wx * wyy - wxy * wy) + wy * (wx * wxy - wxx * wy)
     with np.errstate(invalid="ignore", divide="ignore"):  # Cramer's rule for the plane's offset
@@ -166,7 +169,7 @@ def _fit_ground(dsm: np.ndarray, seeds: np.ndarray, cell_m: float, window_px: in
         value, support, determined = _plane_fit(height, weight, sigma)
         take = np.isnan(fitted) & (support > _MIN_SUPPORT) & (determined > _MIN_DETERMINED)
         fitted[take] = value[take]
-        if sigma >= widest:
+        if sigma >= widest or not np.isnan(fitted).any():  # coarser scales only fill what is left
             return fitted
         sigma = min(widest, 2 * sigma)
 
