@@ -84,7 +84,7 @@ class OnnxPredictor:
 def robustness_by_class(predictor: OnnxPredictor, areas, cfg) -> Dict[str, Dict[str, float]]:
     """Mean robustness share of each modality over the pixels of each reference class, on the
     strips that carry every modality of the package."""
-    from modalseg.engine.normalize import normalize
+    from modalseg.engine.normalize import normalize, own_statistics
     from modalseg.models.data.chips import as_normalization
 
     mods = cfg["modalities"]
@@ -98,7 +98,8 @@ def robustness_by_class(predictor: OnnxPredictor, areas, cfg) -> Dict[str, Dict[
         feed = {}
         for m in mods:
             d, ok = area.stack.read(m["source"], x0, y0, x1 - x0, y1 - y0)
-            feed[m["name"]] = normalize(d, ok, as_normalization(m["normalization"], m["bands"]))
+            spec = as_normalization(m["normalization"], m["bands"])  # the area is the whole layer here
+            feed[m["name"]] = normalize(d, ok, spec, own_statistics(d, ok, spec))
         _, rob = predictor.outputs(feed, [1.0] * k)
         if rob is None:
             return {}

@@ -26,7 +26,9 @@ import numpy as np
 
 from ..engine.metrics import SubsetEvaluator, modality_subsets
 from ..engine.normalize import normalize, own_statistics
+from ..engine.vocabulary import DEFAULT_GROUND_WINDOW_M
 from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
+from .data.estimated_ground import DSM_KEY, EstimatedGroundCache
 from .data.rasters import find_lidar_stacks
 from .data.holdout import is_held_out
 from .data.shared_data import PLUGIN_ROOT, SHARED_DATA
@@ -53,7 +55,7 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
     held-out tiles (``data.holdout``) are left out of both: they are for the final figures only."""
     data = cfg["data"]
     root = _resolve(data.get("root", str(SHARED_DATA)), PLUGIN_ROOT)
-    sources = sorted({m["source"] for m in cfg["modalities"]})
+    sources = sorted({m["source"] for m in cfg["modalities"]} | ({DSM_KEY} if data.get("estimated_ground") else set()))
     train, val, weights, groups = [], [], [], []
     for entry in data["folders"]:
         if entry.get("format") == "ombria":  # chips, not tiles: validation = a seeded share of chips
@@ -253,11 +255,18 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         height_scale=tuple(data["height_scale"]) if data.get("height_scale") else None,
         height_modalities=[m["name"] for m in cfg["modalities"] if m.get("kind") == "ndsm"],
         display_modalities=data.get("display_jitter", {}).get("modalities", ()),
-        display_gamma=tuple(data.get("display_jitter", {}).get("gamma", (0.5, 2.0))))
+        display_gamma=tuple(data.get("display_jitter", {}).get("gamma", (0.5, 2.0))),
+        # {"share": 0.4, "window_m": 40}: that share of chips gets the nDSM over the DTM the engine's
+        # ground filter estimates from the DSM (what a user with a DSM alone feeds)
+        estimated_ground=(EstimatedGroundCache(float(data["estimated_ground"].get("window_m", DEFAULT_GROUND_WINDOW_M)))
+                          if data.get("estimated_ground") else None),
+        estimated_share=float((data.get("estimated_ground") or {}).get("share", 0.0)),
+        strong_photometric=data.get("photometric") == "strong")
     net = build_net(cfg)
     params = sum(p.numel() for p in net.parameters())
     log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "
         f"validation: {validation_protocol(cfg)}")
+    log("training on: " + ", ".join(sorted({a.stack.name for a in train_areas})))
     opt = torch.optim.AdamW(net.parameters(), lr=float(tr.get("lr", 2e-3)),
                             weight_decay=float(tr.get("weight_decay", 1e-4)))
     steps, batch = int(tr["steps"]), int(tr.get("batch", 8))

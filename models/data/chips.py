@@ -18,6 +18,7 @@ from scipy import ndimage
 from . import augment
 from ...engine.normalize import normalize, own_statistics
 from ...engine.package import Normalization, _parse_normalization
+from .estimated_ground import EstimatedGroundCache
 from .rasters import RasterStack
 
 IGNORE = 255
@@ -109,7 +110,9 @@ class ChipSampler:
                  min_labelled: float = 0.05, area_weights: Optional[Sequence[float]] = None,
                  height_scale: Optional[Tuple[float, float]] = None,
                  height_modalities: Sequence[str] = ("ndsm",), display_modalities: Sequence[str] = (),
-                 display_gamma: Tuple[float, float] = (0.5, 2.0)) -> None:
+                 display_gamma: Tuple[float, float] = (0.5, 2.0),
+                 estimated_ground: Optional[EstimatedGroundCache] = None, estimated_share: float = 0.0,
+                 strong_photometric: bool = False) -> None:
         self.areas = list(areas)
         self.modalities = list(modalities)
         self.bands = dict(bands)
@@ -129,6 +132,11 @@ class ChipSampler:
         # one display stretch of values users bring in other forms (OMBRIA's SAR and optical)
         self.display_modalities = set(display_modalities)
         self.display_gamma = display_gamma
+        # estimated-DTM nDSM (models.data.estimated_ground) on this share of the chips of stacks
+        # with a DSM: the model also learns the heights a user with a DSM alone gives it
+        self.estimated_ground = estimated_ground
+        self.estimated_share = estimated_share if estimated_ground is not None else 0.0
+        self.photometric = augment.strong_photometric if strong_photometric else augment.photometric
         lut = np.full(256, IGNORE, np.uint8)
         for i, v in enumerate(class_values):
             lut[v] = i
@@ -142,11 +150,15 @@ class ChipSampler:
         ys = y0 + int(rng.integers(0, max(1, y1 - y0 - size + 1)))
         return xs, ys
 
-    def _read(self, area: Area, key: str, xs: int, ys: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Window clipped to the area, padded with nodata to size x size."""
+    def _read(self, area: Area, key: str, xs: int, ys: int, size: int,
+              estimated: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        """Window clipped to the area, padded with nodata to size x size (``estimated``: the
+        stack's nDSM over its estimated ground instead of ``key``)."""
         x0, y0, x1, y1 = area.window
         w, h = min(size, x1 - xs), min(size, y1 - ys)
-        if key == "label":
+        if estimated and self.estimated_ground is not None:
+            d, v = self.estimated_ground.read(area.stack, xs, ys, w, h)
+        elif key == "label":
             d = area.stack.read_label(xs, ys, w, h)[None].astype(np.float32)
             v = np.ones((h, w), bool)
         else:
@@ -185,7 +197,9 @@ class ChipSampler:
             key = self.sources.get(name)
             if key is None or key not in area.stack.files:
                 continue
-            d, v = self._read(area, key, xs, ys, src)
+            estimated = (name in self.height_modalities and self.estimated_share > 0
+                         and self.estimated_ground.available(area.stack) and rng.random() < self.estimated_share)
+            d, v = self._read(area, key, xs, ys, src, estimated)
             raw[name], valid[name] = resample(d, v, self.chip)
         present = [n for n in self.modalities if n in raw]
         if self.drop_prob > 0 and len(present) > 1 and rng.random() < self.drop_prob:
@@ -212,7 +226,7 @@ class ChipSampler:
                 if n in self.display_modalities and self.augment_geometry:
                     x = augment.display_scaling(x, rng, self.display_gamma)
                 if n in self.augment_optical and self.augment_geometry:
-                    x = augment.photometric(x, rng)
+                    x = self.photometric(x, rng)
                 if n in self.height_modalities and scale != 1.0:
                     x = x * np.float32(scale)
                 ok = masks[n + "#valid"][0] > 0.5

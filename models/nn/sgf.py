@@ -53,14 +53,18 @@ class ModalityProjector(nn.Module):
 class SemanticGuidedFusion(nn.Module):
     """SGF at one scale. ``forward(feats, present)`` → (fused B×dim×h×w, robustness B×K×h×w)."""
 
-    def __init__(self, in_channels: int, dim: int, num_classes: int, num_modalities: int,
+    def __init__(self, in_channels: int | Sequence[int], dim: int, num_classes: int, num_modalities: int,
                  sp_heads: int = 8, rp_heads: int = 4, kernels: Sequence[int] = (3, 7, 11)) -> None:
         super().__init__()
+        # one width for a shared encoder, one per modality when each has its own encoder
+        widths = [in_channels] * num_modalities if isinstance(in_channels, int) else list(in_channels)
+        if len(widths) != num_modalities:
+            raise ValueError(f"SGF needs {num_modalities} input widths, got {widths}")
         # Heads must divide dim; keep ≥4 channels per head on narrow (CPU-sized) scales.
         self.sp_heads = _fit_heads(dim, sp_heads)
         self.rp_heads = _fit_heads(dim, rp_heads)
         self.dim, self.k = dim, num_modalities
-        self.mp = nn.ModuleList(ModalityProjector(in_channels, dim, kernels) for _ in range(num_modalities))
+        self.mp = nn.ModuleList(ModalityProjector(c, dim, kernels) for c in widths)
         self.csf = nn.Conv2d(dim, num_classes, 1)
         self.sp_q = nn.Linear(dim, dim)
         self.sp_kv = nn.Conv2d(dim, 2 * dim, 1)

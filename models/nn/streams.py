@@ -62,6 +62,8 @@ class SeparateStreams(nn.Module):
 
     def forward(self, xs: Sequence[Tensor], present: Tensor,
                 hook: InteractionHook | None = None) -> list[list[Tensor]]:
+        if hook is None and self.training:
+            return self._forward_present_rows(xs, present)
         feats = [b.stem(x) for b, x in zip(self.backbones, xs)]
         levels = []
         for i in range(self.num_stages):
@@ -71,6 +73,41 @@ class SeparateStreams(nn.Module):
                 feats = hook(i, feats, present)
             levels.append(feats)
         return levels
+
+    def _forward_present_rows(self, xs: Sequence[Tensor], present: Tensor) -> list[list[Tensor]]:
+        """Training without a hook: each encoder runs only on the samples its modality is present
+        in (absent ones would be zeroed anyway): a large pretrained encoder costs nothing on the
+        batches it is absent from, and its BatchNorm statistics never see the zero fillers."""
+        per_stream = []
+        for k, (b, x) in enumerate(zip(self.backbones, xs)):
+            rows = present[:, k] > 0
+            n = int(rows.sum())
+            if n == x.shape[0]:
+                per_stream.append(b(x))
+                continue
+            if n == 0:
+                per_stream.append([x.new_zeros((x.shape[0],) + shape) for shape in _level_shapes(b, x)])
+                continue
+            outs = []
+            for f in b(x[rows]):
+                full = f.new_zeros((x.shape[0],) + f.shape[1:])
+                full[rows] = f
+                outs.append(full)
+            per_stream.append(outs)
+        return [list(level) for level in zip(*per_stream)]
+
+
+def _level_shapes(backbone: nn.Module, x: Tensor) -> list[tuple[int, ...]]:
+    """The C x h x w of each pyramid level for input ``x``: one sample in eval mode without
+    gradient (BatchNorm statistics untouched), the modules' modes restored after."""
+    modes = [(m, m.training) for m in backbone.modules()]
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            return [tuple(f.shape[1:]) for f in backbone(x[:1])]
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def ordered_inputs(inputs: Mapping[str, Tensor], modalities: Sequence[str]) -> list[Tensor]:

@@ -6,7 +6,7 @@ import torch
 
 from tests.fixtures.paths import REPO_ROOT
 from modalseg.engine.metrics import confusion_matrix, per_class
-from modalseg.engine.normalize import normalize
+from modalseg.engine.normalize import normalize, own_statistics
 from modalseg.engine.package import load_package
 from modalseg.models.data.rasters import find_lidar_stacks
 from modalseg.models.export import load_weights
@@ -32,7 +32,8 @@ def test_bundled_package(name, shared_data):
     feeds = {}
     for m, key in (("optical", "rgb"), ("ndsm", "ndsm")):
         d, ok = stack.read(key, 0, 0, w, h)
-        feeds[m] = normalize(d, ok, meta.modality(m).normalization)[None]
+        spec = meta.modality(m).normalization  # the window is the whole layer here
+        feeds[m] = normalize(d, ok, spec, own_statistics(d, ok, spec))[None]
     label = stack.read_label(0, 0, w, h)
     ref = np.where(label > 0, label.astype(int) - 1, 255)
     sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
