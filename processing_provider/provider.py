@@ -45,6 +45,9 @@ class ModalSegProvider(QgsProcessingProvider):
         from .algorithm_finetune import FinetuneAlgorithm
 
         self.addAlgorithm(FinetuneAlgorithm())
+        from .algorithm_quantize import QuantizeAlgorithm
+
+        self.addAlgorithm(QuantizeAlgorithm())
 
     # The engine writes GeoTIFF only; advertising just that keeps the output file dialogs honest.
     def supportedOutputRasterLayerExtensions(self) -> List[str]:  # noqa: N802 - QGIS API name
