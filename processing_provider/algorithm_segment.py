@@ -20,7 +20,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..engine.vocabulary import BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, RUNTIMES, key_at, labels
+from ..engine.vocabulary import BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, PRECISIONS, RUNTIMES, key_at, labels
 from .base import is_set
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, WKT_PREFERRED_GDAL
 from .dependencies import missing_packages, missing_packages_message
@@ -52,6 +52,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     CLOUD_OPTIMIZED = "CLOUD_OPTIMIZED"
     SMOOTHING = "SMOOTHING"
     GROUND_WINDOW = "GROUND_WINDOW"
+    PRECISION = "PRECISION"
     OUTPUT = "OUTPUT"
     ROBUSTNESS = "ROBUSTNESS"
     PROBABILITIES = "PROBABILITIES"
@@ -151,6 +152,10 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "Rewrites every output as a COG at the end (internal overviews: most frequent class for the "
             "class map, mean for shares): faster to display when zoomed out and to serve over HTTP, at the "
             "cost of one more pass over the files.", advanced=True)
+        add(QgsProcessingParameterEnum(self.PRECISION, "Precision", labels(PRECISIONS), defaultValue=0),
+            "Which graph of the model runs. Auto: the int8 graph on the CPU and the fp16 graph on a CUDA GPU "
+            "when the package ships them (Quantise a model writes them; their accuracy cost is in the "
+            "package metadata), else fp32. The log says which graph ran and why.", advanced=True)
 
         add(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classified raster"),
             "One byte per pixel with the model's class values, names and colours (GeoTIFF).")
@@ -280,7 +285,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             min_mapping_unit=self.parameterAsInt(parameters, self.MIN_MAPPING_UNIT, context),
             smoothing_radius=self.parameterAsInt(parameters, self.SMOOTHING, context),
             cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context),
-            ground_window_m=self.parameterAsDouble(parameters, self.GROUND_WINDOW, context))
+            ground_window_m=self.parameterAsDouble(parameters, self.GROUND_WINDOW, context),
+            precision=key_at(PRECISIONS, self.parameterAsEnum(parameters, self.PRECISION, context)))
 
     @staticmethod
     def _log_report(feedback: QgsProcessingFeedback, metadata: Any, report: Any) -> None:
