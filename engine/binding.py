@@ -8,7 +8,8 @@ from .errors import WARNING_PREFIX, EngineError
 from .grid import open_raster
 from .ground import elevation_kind_from_values
 from .package import ModalitySpec, PackageMetadata
-from .vocabulary import ELEVATION_TYPES, check_key
+from .sar import is_complex, scale_from_values
+from .vocabulary import ELEVATION_TYPES, SAR_SCALES, check_key
 
 # Roles are what the analyst provides; kinds are what a network consumes.
 ROLES = ("optical", "elevation", "dtm", "sar", "nir")
@@ -46,6 +47,7 @@ class LayerInput:
     path: str
     bands: Optional[Tuple[int, ...]] = None  # 1-based; None = the first bands the model needs
     elevation_type: str = "auto"  # for the elevation role: is the layer a DSM or an nDSM?
+    sar_scale: str = "auto"  # for the SAR role: dB or linear power (vocabulary.SAR_SCALES)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Source:
     is_elevation: bool = False  # heights in metres: implausible values become nodata
     # A DSM without a DTM: the run estimates the DTM (engine.ground) and sets ``subtract_path`` to it.
     estimate_ground: bool = False
+    power_to_db: bool = False  # SAR in linear power (or complex: its intensity): read as dB (engine.sar)
 
     def describe(self) -> str:
         bands = ",".join(str(b) for b in self.bands)
@@ -70,6 +73,8 @@ class Source:
             text += " minus a DTM estimated from it (ground filter) = nDSM"
         elif self.subtract_path:
             text += f" minus DTM {self.subtract_path} (band {self.subtract_band}) = nDSM"
+        if self.power_to_db:
+            text += ", linear power converted to dB"
         return text
 
 
@@ -120,6 +125,23 @@ def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[Layer
     if spec.kind == "dsm" and kind == "ndsm":
         raise EngineError("the model needs a DSM (absolute surface heights) but the elevation layer is an nDSM")
     return Source(spec.name, layer.path, bands, spec.resampling, is_elevation=True), messages
+
+
+def _sar_source(spec: ModalitySpec, layer: LayerInput, bands: Tuple[int, ...]) -> Tuple[Source, List[str]]:
+    """The SAR layer as the model's SAR input (SAR modalities take dB), and what the log says."""
+    scale = check_key(SAR_SCALES, layer.sar_scale, "SAR values")
+    messages: List[str] = []
+    if is_complex(layer.path):
+        messages.append(WARNING_PREFIX + f"the SAR layer '{layer.path}' holds complex samples: their intensity "
+                        "|z|² is used, converted to dB (phase is dropped)")
+        scale = "linear"
+    elif scale == "auto":
+        scale, reason = scale_from_values(layer.path, bands[0])
+        taken_as = "linear power, converted to dB" if scale == "linear" else "dB, used as it is"
+        messages.append(f"SAR values (auto): '{layer.path}' is taken as {taken_as}, because {reason}")
+    elif scale == "linear":
+        messages.append(f"SAR values: '{layer.path}' is linear power (as declared), converted to dB")
+    return Source(spec.name, layer.path, bands, spec.resampling, power_to_db=scale == "linear"), messages
 
 
 def _who_else(candidates: Sequence[PackageMetadata], meta: PackageMetadata, takes) -> str:
@@ -193,6 +215,9 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput],
             messages += elevation_messages
             if source.subtract_path:
                 used_roles.add("dtm")
+        elif role == "sar":
+            source, sar_messages = _sar_source(spec, layer, bands)
+            messages += sar_messages
         else:
             source = Source(spec.name, layer.path, bands, spec.resampling,
                             is_reference_candidate=(role == "optical"))

@@ -84,6 +84,10 @@ def choose_package(candidates: Sequence[PackageMetadata], layers: Mapping[str, L
         reason += f"; {len(tied) - 1} other bundled model(s) use as many, and ties go to the default"
     else:
         reason += "; no other bundled model uses as many"
+    # e.g. a SAR layer: say that this is the one package reading it, the reason a user looks for
+    only_here = [role for role in used if packages_using(role, candidates) == [meta.name]]
+    if only_here:
+        reason += f"; it is the only bundled model that takes the {_role_list(only_here)} layer"
     return Choice(index, reason)
 
 

@@ -16,6 +16,7 @@ from osgeo import gdal
 from .errors import EngineError
 from .grid import Grid, file_grid, open_raster, read_failed, reading, same_crs, transform_bounds
 from .normalize import fit_to_recipe
+from .sar import is_complex, sar_view
 
 if TYPE_CHECKING:  # binding imports ground, which reads through this module: types only here
     from .binding import Source
@@ -59,8 +60,9 @@ class BandReader:
     """Bands of one raster on the reference grid; ``read`` returns float32 data and a validity mask."""
 
     def __init__(self, path: str, bands: Tuple[int, ...], grid: Grid, resampling: str = "bilinear",
-                 value_limit: Optional[float] = None):
-        """``value_limit``: pixels whose absolute (scaled) value exceeds it are invalid."""
+                 value_limit: Optional[float] = None, to_db: bool = False):
+        """``value_limit``: pixels whose absolute (scaled) value exceeds it are invalid; ``to_db``:
+        the raster holds SAR power (or complex samples), read in dB (engine.sar)."""
         self.path, self.bands, self.grid = path, tuple(bands), grid
         self.value_limit = value_limit
         self._local = threading.local()  # GDAL datasets must not be shared between threads
@@ -73,16 +75,25 @@ class BandReader:
         if any(not 1 <= b <= count for b in self.bands):
             raise EngineError(f"raster '{path}' has {count} band(s); cannot read bands {list(self.bands)}")
         self._unit_scale, self._unit_offset = band_scaling(ds, self.bands)
+        # complex samples (as intensity) and SAR power (as dB) are read through engine.sar's view,
+        # converted before any warping; the view applies the band scaling itself
+        self._to_db = to_db
+        self._through_view = to_db or is_complex(path)
+        if self._through_view:
+            self._unit_scale = self._unit_offset = None
+
+    def _open_source(self) -> gdal.Dataset:
+        return sar_view(self.path, self._to_db) if self._through_view else open_raster(self.path)
 
     def _dataset(self) -> gdal.Dataset:
         ds = getattr(self._local, "dataset", None)
         if ds is None:
-            ds = open_raster(self.path) if self._offset is not None else self._warped()
+            ds = self._open_source() if self._offset is not None else self._warped()
             self._local.dataset = ds
         return ds
 
     def _warped(self) -> gdal.Dataset:
-        src = open_raster(self.path)
+        src = self._open_source()
         # Band selection first (keeping the per-dataset mask, e.g. alpha), then warp to float32 into
         # NaN-initialised blocks: pixels no valid source pixel reaches stay NaN. (INIT_DEST rather
         # than dstNodata: same pixels, but GDAL then keeps its fast kernel for sources without
@@ -98,7 +109,7 @@ class BandReader:
                            creationOptions=["BLOCKXSIZE=512", "BLOCKYSIZE=512"])
         if warped is None:
             raise EngineError(f"cannot warp '{self.path}' onto the output grid")
-        self._selected = selected  # the warped VRT references it
+        self._selected = (src, selected)  # the warped VRT references them
         return warped
 
     def close(self) -> None:
@@ -175,7 +186,7 @@ class SourceReader:
                               "as heights above ground")
         self.source = source
         limit = PLAUSIBLE_HEIGHT_M if source.is_elevation else None
-        self.main = BandReader(source.path, source.bands, grid, source.resampling, limit)
+        self.main = BandReader(source.path, source.bands, grid, source.resampling, limit, source.power_to_db)
         self.dtm = (BandReader(source.subtract_path, (source.subtract_band,), grid, "bilinear", limit)
                     if source.subtract_path else None)
         self.stretch: Optional[Tuple[np.ndarray, np.ndarray]] = None  # per-band (gain, offset)

@@ -45,6 +45,14 @@ PRECISIONS: Choices = (
 )
 # The precisions a package may ship beside its fp32 graph (what models.quantize writes).
 VARIANTS: Choices = tuple(choice for choice in PRECISIONS if choice[0] in ("int8", "fp16"))
+# What the values of a SAR layer are; "auto" judges from them (engine.sar: linear power is >= 0
+# with a long tail). SAR models take dB: linear power (and the intensity of complex samples) is
+# converted.
+SAR_SCALES: Choices = (
+    ("auto", "Auto: linear power when every value is >= 0 with a long tail, else dB"),
+    ("db", "dB (10 log10 of the backscatter intensity)"),
+    ("linear", "Linear power (backscatter intensity, sigma0); converted to dB"),
+)
 # Ground filter window (metres) estimating the DTM of a DSM given without one: larger than most
 # buildings' smaller side (engine.ground).
 DEFAULT_GROUND_WINDOW_M = 40.0

@@ -20,7 +20,8 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..engine.vocabulary import BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, PRECISIONS, RUNTIMES, key_at, labels
+from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, PRECISIONS, RUNTIMES, SAR_SCALES,
+                                 key_at, labels)
 from .base import is_set
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, WKT_PREFERRED_GDAL
 from .dependencies import missing_packages, missing_packages_message
@@ -156,6 +157,11 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "Which graph of the model runs. Auto: the int8 graph on the CPU and the fp16 graph on a CUDA GPU "
             "when the package ships them (Quantise a model writes them; their accuracy cost is in the "
             "package metadata), else fp32. The log says which graph ran and why.", advanced=True)
+        add(QgsProcessingParameterEnum(self.SAR_SCALE, "SAR layer values", labels(SAR_SCALES), defaultValue=0),
+            "Whether the SAR layer holds backscatter in dB or linear power (intensity, sigma0). SAR models "
+            "take dB: linear power is converted (10 log10) before normalisation. Auto decides from the values "
+            "and says why in the log; complex samples (SLC) are always turned into intensity, with a warning.",
+            advanced=True)
 
         add(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classified raster"),
             "One byte per pixel with the model's class values, names and colours (GeoTIFF).")

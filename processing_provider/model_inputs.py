@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from ..engine.errors import WARNING_PREFIX
-from ..engine.vocabulary import ELEVATION_TYPES, key_at, labels
+from ..engine.vocabulary import ELEVATION_TYPES, SAR_SCALES, key_at, labels
 from .base import ModalSegAlgorithm, gdal_raster_path, is_set, log_warning
 from .paths import BUNDLED_MODELS_DIR
 
@@ -41,6 +41,7 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
     DTM = "DTM"
     SAR = "SAR"
     SAR_BANDS = "SAR_BANDS"
+    SAR_SCALE = "SAR_SCALE"  # dB or linear power; a parameter of the algorithms that define it (segment)
     NIR = "NIR"
     NIR_BAND = "NIR_BAND"
     MODEL = "MODEL"
@@ -190,8 +191,10 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
         return package
 
     def layer_inputs(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Dict[str, Any]:
-        """The given layers by engine role, as ``engine.LayerInput`` (file, bands, elevation type)."""
+        """The given layers by engine role, as ``engine.LayerInput`` (file, bands, elevation type, SAR values)."""
         elevation_type = key_at(ELEVATION_TYPES, self.parameterAsEnum(parameters, self.ELEVATION_TYPE, context))
+        sar_scale = (key_at(SAR_SCALES, self.parameterAsEnum(parameters, self.SAR_SCALE, context))
+                     if self.parameterDefinition(self.SAR_SCALE) is not None else "auto")
         layers: Dict[str, Any] = {}
         for role, layer_parameter, band_parameter in self.MODALITY_PARAMETERS:
             if not is_set(parameters, layer_parameter):
@@ -203,6 +206,8 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
                 bands = self._band_list(engine, parameters, band_parameter, context)
             if role == "elevation":
                 layers[role] = engine.LayerInput(source, bands=bands, elevation_type=elevation_type)
+            elif role == "sar":
+                layers[role] = engine.LayerInput(source, bands=bands, sar_scale=sar_scale)
             else:
                 layers[role] = engine.LayerInput(source, bands=bands)
         if not any(role != "dtm" for role in layers):
