@@ -18,6 +18,7 @@ from .package import PackageMetadata
 from .reader import SourceReader
 from .runtime import run_with_fallback
 from .tiling import Block, Tile, TilePlan, blend_window, plan_blocks
+from .trust import TextureMeter
 
 Progress = Callable[[float, str], None]
 
@@ -41,6 +42,7 @@ class TilePipeline:
         self.seen_valid = {name: False for name in readers}  # written by the reader thread only
         self.model_seconds = 0.0
         self.non_finite_reported = False
+        self.texture = TextureMeter(meta)  # for the degenerate-map check (engine.trust), reader thread only
 
     def prepare(self, tiles: List[Tile]) -> Batch:
         h, w = self.plan.tile_height, self.plan.tile_width
@@ -50,6 +52,7 @@ class TilePipeline:
             for name, reader in self.readers.items():
                 data, ok = reader.read(tile.x, tile.y, w, h)
                 normalize(data, ok, self.meta.modality(name).normalization, self.stats[name], out=feeds[name][i])
+                self.texture.add(name, feeds[name][i], ok)
                 valid[i] &= ok
                 self.seen_valid[name] = self.seen_valid[name] or bool(ok.any())
         if self.meta.presence_input:

@@ -23,6 +23,7 @@ from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
 from .runtime import NetworkLoader, make_runner
 from .tiling import plan_tiles
+from .trust import degenerate_map_warning, pixel_size_warning, report_held_out_accuracy
 from .vocabulary import DEFAULT_GROUND_WINDOW_M
 
 __all__ = ["RunOptions", "RunReport", "run_segmentation"]
@@ -143,6 +144,10 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     check_outputs(outputs, [path for s in sources for path in (s.path, s.subtract_path) if path])
     check_output_folders(outputs)
     grid = reference_grid(reference_order(sources), grid_request)
+    far_off = pixel_size_warning(grid.gsd_metres(), meta)
+    if far_off:
+        warn(far_off)
+    report_held_out_accuracy(meta, used, log, warn)
     if not grid.has_crs:
         warn("no input layer has a coordinate reference system: the run uses the layers' own coordinates "
              "(pixel sizes taken as metres) and the outputs have no CRS either")
@@ -177,6 +182,9 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
                 log(f"merging regions smaller than {options.min_mapping_unit} px into their neighbours")
             if options.smoothing_radius > 0 or options.min_mapping_unit > 1:
                 sink.clean_classes(options.smoothing_radius, options.min_mapping_unit)
+            degenerate = degenerate_map_warning(sink.counts, meta, pipeline.texture)
+            if degenerate:
+                warn(degenerate)
             if options.cloud_optimized:
                 log("writing Cloud-Optimized GeoTIFFs (with overviews)")
             written = sink.commit(options.cloud_optimized)

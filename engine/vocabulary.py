@@ -56,6 +56,9 @@ SAR_SCALES: Choices = (
 # Ground filter window (metres) estimating the DTM of a DSM given without one: larger than most
 # buildings' smaller side (engine.ground).
 DEFAULT_GROUND_WINDOW_M = 40.0
+# The fine-tuning algorithm (id, display name): engine warnings send the analyst to it, and
+# processing_provider/algorithm_finetune.py takes both from here.
+FINETUNE_ALGORITHM = ("finetune", "Fine-tune a model on your labels")
 
 
 def keys(choices: Choices) -> Tuple[str, ...]:

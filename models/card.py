@@ -56,6 +56,9 @@ def few_labels_table(few: Dict[str, Any]) -> str:
     rows = ["| area | polygons | labelled share of the half | untuned mIoU | fine-tuned mIoU | gain |",
             "|---|---|---|---|---|---|"]
     for name, r in few["areas"].items():
+        if "error" in r:
+            rows.append(f"| {name} | – | – | – | failed: {r['error']} | – |")
+            continue
         rows.append(f"| {name} | {r['polygons']} | {_one(r['cover_percent'])} % | {_one(r['untuned_miou'])} | "
                     f"{_one(r['tuned_miou'])} | {r['tuned_miou'] - r['untuned_miou']:+.1f} |")
     return "\n".join(rows)

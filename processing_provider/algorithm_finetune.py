@@ -28,7 +28,7 @@ from .dependencies import missing_packages, missing_packages_message
 # The parameters' defaults and the freeze choices are the fine-tuning's own (one definition).
 from ..models.finetune import FINETUNE_DEFAULTS as DEFAULTS
 from ..models.finetune import FREEZE, FREEZE_CHOICES
-from ..engine.vocabulary import DEVICES, key_at, labels
+from ..engine.vocabulary import DEVICES, FINETUNE_ALGORITHM, key_at, labels
 from .model_inputs import LayersAndModelAlgorithm
 
 
@@ -49,8 +49,7 @@ def parse_class_map(text: str) -> Dict[str, str]:
 class FinetuneAlgorithm(LayersAndModelAlgorithm):
     """Fine-tune a ModalSeg model on the analyst's labels (polygons or raster)."""
 
-    ALGORITHM_ID = "finetune"
-    DISPLAY_NAME = "Fine-tune a model on your labels"
+    ALGORITHM_ID, DISPLAY_NAME = FINETUNE_ALGORITHM  # engine warnings name it too (engine.trust)
     GROUP = "Training"
     GROUP_ID = "training"
     TAGS = ("fine-tune", "finetune", "training", "transfer learning", "labels", "deep learning", "segmentation",
