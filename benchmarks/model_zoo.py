@@ -8,10 +8,11 @@ allow; the notes under the table say what differs) and at ModalSeg's defaults (t
 parameter count (total and trainable) next to the paper's figure where one exists, are exported
 to a temporary package with ``models.export.export_package`` (the path every package takes, ONNX
 parity check included) and timed per tile of batch 1 with ONNX Runtime (the engine's CPU runner)
-and torch (eval, ``no_grad``), ``--repeats`` runs after one warm-up, the two runtimes alternated
+and torch (eval, ``no_grad``), ``--repeats`` runs after one warm-up, the runtimes alternated
 because a shared CPU drifts between minutes. A runtime whose warm-up takes longer than
 ``--max-seconds`` is not timed at that size nor at larger ones ("skipped: > N s"); parameters are
-always counted. Bundled packages are timed from their own ONNX graph and their torch weights.
+always counted. Bundled packages are timed from their own ONNX graph, their int8 graph when they ship
+one (column "ORT int8") and their torch weights.
 
 ``--quick``: a smoke run (64 px tiles, one run, paper widths counted but not timed).
 Figures, not assertions.
@@ -205,9 +206,13 @@ def measure(calls: Dict[str, Callable[[int], Callable[[], None]]], plan: Latency
 
 def time_package(package_path: Path, net: torch.nn.Module, modalities: Dict[str, int], plan: LatencyPlan,
                  threads: int) -> Dict[Tuple[str, int], str]:
-    runner = make_runner(load_package(package_path), "onnx", "cpu", threads)
+    package = load_package(package_path)
+    runner = make_runner(package, "onnx", "cpu", threads)
     calls = {"onnx": lambda size: onnx_call(runner, random_feeds(modalities, size)),
              "torch": lambda size: torch_call(net, random_feeds(modalities, size))}
+    if "int8" in package.variants:  # the int8 graph a package ships (models.quantize), same tiles
+        int8 = make_runner(package, "onnx", "cpu", threads, precision="int8")
+        calls["int8"] = lambda size: onnx_call(int8, random_feeds(modalities, size))
     return measure(calls, plan)
 
 
@@ -265,13 +270,14 @@ def bundled_rows(folder: Path, plan: LatencyPlan, threads: int) -> List[Row]:
 
 
 def print_table(rows: List[Row], sizes: Sequence[int]) -> None:
-    heads = [f"{rt} {s}px" for s in sizes for rt in ("ORT", "torch")]
+    heads = [f"{rt} {s}px" for s in sizes for rt in ("ORT", "ORT int8", "torch")]
     line = f"{'network':<20} {'variant':<14} {'total':>12} {'trainable':>12} {'paper':<20} " + \
         " ".join(f"{h:>15}" for h in heads)
     print(line)
     print("-" * len(line))
     for r in rows:
-        cells = [r.latency.get((rt, s), "not timed") for s in sizes for rt in ("onnx", "torch")]
+        cells = [r.latency.get((rt, s), "-" if rt == "int8" else "not timed")
+                 for s in sizes for rt in ("onnx", "int8", "torch")]
         print(f"{r.network:<20} {r.variant:<14} {r.total:>12,} {r.trainable:>12,} {r.paper:<20} " +
               " ".join(f"{c:>15}" for c in cells))
 

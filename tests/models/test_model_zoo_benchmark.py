@@ -35,11 +35,15 @@ def test_every_network_at_both_widths_with_counts_and_latencies(quick_run):
         for variant in ("paper", "ModalSeg"):
             total, trainable, _ = rows[name, variant]
             assert 0 < trainable <= total, (name, variant)
-        *_, onnx_ms, torch_ms = rows[name, "ModalSeg"][2]
+        *_, onnx_ms, int8_ms, torch_ms = rows[name, "ModalSeg"][2]
         assert float(onnx_ms) > 0 and float(torch_ms) > 0, (name, onnx_ms, torch_ms)
+        assert int8_ms == "-"  # the seed networks ship no int8 graph
     assert rows["MoBaNet", "ModalSeg"][0] > rows["MoBaNet", "ModalSeg"][1]  # the ViT is frozen
     bundled = {p.name for p in (REPO_ROOT / "resources" / "models").iterdir() if list(p.glob("*.onnx"))}
     assert bundled <= {name for name, variant in rows if variant.startswith("package")}
+    for package in (REPO_ROOT / "resources" / "models").glob("*/*.int8.onnx"):  # their int8 column is timed
+        row = next(cells for (name, variant), (_, _, cells) in rows.items() if name == package.parent.name)
+        assert float(row[-2]) > 0, (package, row)
 
 
 def test_paper_width_counts_reproduce_the_papers(quick_run):
