@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -420,9 +421,9 @@ def _publish(package: ModelPackage, graph: Path, target: Path, in_place: bool) -
         os.replace(partial, final)
         return package.folder
     target.parent.mkdir(parents=True, exist_ok=True)
-    assembling = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    assembling = target.parent / f".{target.name}-{uuid.uuid4().hex[:8]}"
+    assembling.mkdir()  # not mkdtemp: its folder is private, a package folder is not
     try:
-        os.chmod(assembling, 0o755)  # mkdtemp's folder is private; a package folder is not
         for item in package.folder.iterdir():  # the package's files, without its older variants
             if item.is_file() and not any(item.name.endswith(f".{p}.onnx") for p in VARIANT_PRECISIONS):
                 shutil.copy2(item, assembling / item.name)
