@@ -90,7 +90,7 @@ class TilePipeline:
 
     def run(self, sink, progress: Progress, tile_rows_per_block: int = 0, max_block_width: int = 0) -> None:
         blocks = plan_blocks(self.plan, tile_rows_per_block, max_block_width)
-        total = sum(_tile_count(block) for block in blocks)  # halo tiles run once per block they serve
+        total = sum(tile_count(block) for block in blocks)  # halo tiles run once per block they serve
         done = 0
         for block in blocks:
             for count in self.run_block(block, sink):
@@ -141,7 +141,7 @@ def _yield_to_the_runtime() -> None:
             pass  # not allowed here: normal priority, just slower
 
 
-def _tile_count(block: Block) -> int:
+def tile_count(block: Block) -> int:
     return ((block.rows.last_tile - block.rows.first_tile + 1) *
             (block.columns.last_tile - block.columns.first_tile + 1))
 

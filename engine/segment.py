@@ -22,7 +22,7 @@ from .package import ModelPackage, PackageMetadata
 from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
 from .runtime import NetworkLoader, make_runner
-from .tiling import plan_tiles
+from .tiling import TilePlan, plan_tiles
 from .trust import degenerate_map_warning, pixel_size_warning, report_held_out_accuracy
 from .vocabulary import DEFAULT_GROUND_WINDOW_M
 
@@ -52,6 +52,9 @@ class RunOptions:
     # Rebuilds the torch network of a package (models.networks.registry.load_network); needed by
     # the torch runtime only, and passed in because the engine does not import models.
     network_loader: Optional[NetworkLoader] = None
+    # Dask scheduler running the blocks (engine.distributed): "local:N" starts N worker processes,
+    # "tcp://host:port" uses an existing cluster; None runs them in this process.
+    scheduler: Optional[str] = None
 
 
 @dataclass
@@ -141,6 +144,10 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     used = [m for m in meta.modality_names if any(s.modality == m for s in sources)]
     if meta.presence_input is None and len(used) != len(meta.modalities):
         raise EngineError(f"model '{meta.name}' needs all of {', '.join(meta.modality_names)}")
+    if options.scheduler:
+        from .distributed import check_scheduler  # lazy: dask is optional
+
+        check_scheduler(options.scheduler)
     check_outputs(outputs, [path for s in sources for path in (s.path, s.subtract_path) if path])
     check_output_folders(outputs)
     grid = reference_grid(reference_order(sources), grid_request)
@@ -169,12 +176,14 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)
         pipeline = TilePipeline(plan, readers, stats, meta, runner, presence, options.blend, options.batch_size,
                                 warn, is_cancelled or (lambda: False))
+        run_blocks = pipeline.run if not options.scheduler else _dask_blocks(
+            package, sources, readers, stats, network_grid, plan, presence, used, options, pipeline, log)
         sink = OutputSet(outputs, grid, meta, used, warn)
         try:
             if network_grid is grid:
-                pipeline.run(sink, progress, options.tile_rows_per_block, options.max_block_width)
+                run_blocks(sink, progress, options.tile_rows_per_block, options.max_block_width)
             else:
-                _run_resampled(pipeline, network_grid, grid, sink, used, options, progress)
+                _run_resampled(pipeline, run_blocks, network_grid, grid, sink, used, options, progress)
             _check_valid_data(pipeline, readers, sink)
             if options.smoothing_radius > 0:
                 log(f"smoothing the class map (majority over a disk of {options.smoothing_radius} px radius)")
@@ -218,10 +227,24 @@ def _closing(readers: Dict[str, SourceReader]):
             reader.close()
 
 
-def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink: OutputSet, used: Sequence[str],
-                   options: RunOptions, progress: Progress, rows_per_strip: int = 256) -> None:
-    """Run on ``network_grid``, keep blended probabilities there, then resample them (bilinear) onto
-    ``grid`` strip by strip and derive the outputs from the resampled probabilities."""
+def _dask_blocks(package: ModelPackage, sources: Sequence[Source], readers: Dict[str, SourceReader],
+                 stats: Dict[str, Optional[Range]], network_grid: Grid, plan: TilePlan, presence: np.ndarray,
+                 used: Sequence[str], options: RunOptions, pipeline: TilePipeline, log: Callable[[str], None]):
+    """The blocks as Dask tasks (``engine.distributed``), from the job planned here."""
+    from .distributed import BlockJob, DaskBlocks, local_threads  # lazy: dask is optional
+
+    job = BlockJob(str(package.onnx_path), tuple(sources), {name: r.stretch for name, r in readers.items()}, stats,
+                   network_grid, plan, presence, tuple(used), options.blend, options.batch_size, options.runtime,
+                   options.device, local_threads(options.scheduler, options.threads), options.network_loader)
+    return DaskBlocks(options.scheduler, job, pipeline, log)
+
+
+def _run_resampled(pipeline: TilePipeline, run_blocks: Callable[..., None], network_grid: Grid, grid: Grid,
+                   sink: OutputSet, used: Sequence[str], options: RunOptions, progress: Progress,
+                   rows_per_strip: int = 256) -> None:
+    """Run on ``network_grid`` (``run_blocks``: this process's pipeline or the Dask tasks), keep
+    blended probabilities there, then resample them (bilinear) onto ``grid`` strip by strip and
+    derive the outputs from the resampled probabilities."""
     meta = pipeline.meta
     tag = uuid.uuid4().hex[:8]
     scratch = OutputPaths(
@@ -231,8 +254,8 @@ def _run_resampled(pipeline: TilePipeline, network_grid: Grid, grid: Grid, sink:
         probabilities=str(sink.folder / f".modalseg-scratch-{tag}-probabilities.tif"))
     coarse = OutputSet(scratch, network_grid, meta, used, pipeline.warn)
     try:
-        pipeline.run(coarse, lambda f, text: progress(0.9 * f, text), options.tile_rows_per_block,
-                     options.max_block_width)
+        run_blocks(coarse, lambda f, text: progress(0.9 * f, text), options.tile_rows_per_block,
+                   options.max_block_width)
         probabilities = BandReader(coarse.writers["probabilities"].close_for_reading(),
                                    tuple(range(1, len(meta.classes) + 1)), grid, "bilinear")
         robustness = (BandReader(coarse.writers["robustness"].close_for_reading(), tuple(range(1, len(used) + 1)),
