@@ -11,6 +11,7 @@ from osgeo import gdal, osr
 
 from .errors import EngineError
 from .gdal_mode import gdal_exceptions
+from .sheets import sheets_vrt
 
 Bounds = Tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 
@@ -113,6 +114,8 @@ def _is_tiff(path: str) -> bool:
 def open_raster(path: str) -> gdal.Dataset:
     """The dataset, or an ``EngineError`` saying in one sentence why the file cannot be read."""
     path = str(path)
+    if os.path.isdir(path):  # a folder of sheets: one mosaic
+        return open_raster(sheets_vrt(path))
     error: Optional[BaseException] = None
     try:
         ds = gdal.Open(path)
@@ -123,8 +126,6 @@ def open_raster(path: str) -> gdal.Dataset:
     reason = _gdal_message(error)
     if not path.startswith("/vsi") and not os.path.exists(path):
         raise EngineError(f"raster '{path}' does not exist")
-    if os.path.isdir(path):
-        raise EngineError(f"'{path}' is a folder, not a raster GDAL can open")
     if _is_tiff(path):
         raise EngineError(f"cannot read '{path}': the file is damaged ({reason})")
     raise EngineError(f"'{path}' exists but is not a raster GDAL can open ({reason})")
