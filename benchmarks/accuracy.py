@@ -2,7 +2,14 @@
 
     python benchmarks/accuracy.py [--models resources/models] [--data ../shared/data]
 
-Validation areas: the right 20 % strip of every LiDAR HD tile of ``shared/data`` (the bundled
+First, the held-out figures (``models.held_out``): every package (and optical-only baseline) on
+the held-out set of ``models/data/holdout.py`` — whole tiles and the BD ORTHO optical area, run
+whole through ``segment`` at native GSD — per GSD group and modality subset, then pooled per
+subset: per-class IoU and mIoU over ground / building / low vegetation / tree. Each package's
+protocol line says whether it saw those tiles in training (the packages made before the set
+was fixed did). Then, as a secondary table, the strip figures below.
+
+Validation strips: the right 20 % strip of every LiDAR HD tile of ``shared/data`` (the bundled
 packages were trained on the left 80 % only; each package's metadata states its protocol, which
 is printed). Groups: ``towns`` (lidarhd_elevation: nDSM only, 0.5 m and 2 m) and ``rgb_tiles``
 (lidarhd_houses + lidarhd_fields: RGB + nDSM, 0.5 m). Each strip is run whole, at native GSD,
@@ -37,6 +44,7 @@ expose_plugin_package()
 from modalseg.engine.metrics import confusion_from_values, per_class  # noqa: E402
 from modalseg.engine.package import list_packages, load_package  # noqa: E402
 from modalseg.engine.runtime import make_runner  # noqa: E402
+from modalseg.models.held_out import evaluate_held_out, format_table  # noqa: E402
 from modalseg.models.data.chips import split_area  # noqa: E402
 from modalseg.models.data.rasters import find_lidar_stacks  # noqa: E402
 from modalseg.models.train import CLASS_NAMES, evaluate  # noqa: E402
@@ -189,6 +197,21 @@ def print_fusion_check(subsets: Dict, optical_only: Dict[str, float]) -> None:
           + ", ".join(f"{k} {100 * v:.1f}" for k, v in rivals.items()))
 
 
+def print_held_out(models: str, baselines: str, data: Path, threads: int) -> Dict[str, Dict]:
+    """The held-out table of every package and baseline (``models.held_out``), printed first."""
+    print("held-out set (models/data/holdout.py): whole tiles and the optical area through segment, native GSD")
+    figures = {}
+    for folder in (models, baselines):
+        for onnx_path, _ in list_packages(folder):
+            package = load_package(onnx_path)
+            held = evaluate_held_out(package, data, threads, log=lambda text: None)
+            meta = package.metadata
+            print("\n" + format_table(f"{meta.name} {meta.version} ({meta.architecture})", held, meta.classes))
+            print(f"  protocol: {held['protocol']}")
+            figures[meta.name] = held
+    return figures
+
+
 def main(argv: List[str] = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=str(ROOT / "resources" / "models"))
@@ -199,9 +222,10 @@ def main(argv: List[str] = None) -> None:
     ap.add_argument("--json", help="also write all figures to this JSON file")
     a = ap.parse_args(argv)
     data = Path(a.data)
+    everything = {"held_out": print_held_out(a.models, a.baselines, data, a.threads)}
     areas, groups = validation_areas(data)
-    print(f"validation: right 20 % strip of {len(areas)} LiDAR HD tiles, native GSD")
-    everything = {}
+    print(f"\nsecondary: validation = right 20 % strip of {len(areas)} LiDAR HD tiles, native GSD (beside "
+          "training pixels, and used to choose each checkpoint)")
     base = evaluate(rule_baseline, areas, groups, BASELINE_CFG)
     print_table("rule baseline (nDSM height + roughness, greenness; no learning)", base)
     everything["rule_baseline"] = base

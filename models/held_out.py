@@ -155,6 +155,14 @@ def figures(cm: np.ndarray, class_values: Sequence[int]) -> Dict[str, object]:
             "classes_in_miou": [int(class_values[i]) for i in in_miou]}
 
 
+SEEN_IN_TRAINING = "this package was trained before the held-out set was fixed"
+
+
+def states_seen_in_training(package: ModelPackage) -> bool:
+    """Whether the package's stored held-out protocol says its held-out tiles were in its training."""
+    return SEEN_IN_TRAINING in str((package.metadata.metrics.get("held_out") or {}).get("protocol", ""))
+
+
 def protocol(areas: Sequence[HeldOutArea], seen_in_training: bool) -> str:
     tiles = ", ".join(a.name for a in areas if a.group != OPTICAL_GROUP)
     text = (f"held-out set of models/data/holdout.py: whole LiDAR HD tiles {tiles} (nDSM; labels = IGN "
@@ -165,16 +173,19 @@ def protocol(areas: Sequence[HeldOutArea], seen_in_training: bool) -> str:
             "reference pixels; none of these areas is trained on or used to choose a checkpoint")
     if seen_in_training:
         text = (text.replace("; none of these areas is trained on or used to choose a checkpoint", "")
-                + "; CAUTION: this package was trained before the held-out set was fixed: the left 80 % of "
+                + f"; CAUTION: {SEEN_IN_TRAINING}: the left 80 % of "
                 "each held-out LiDAR tile was in its training data and the right 20 % chose its checkpoint, so "
                 "the tile figures are optimistic (only the optical area was never seen)")
     return text
 
 
 def evaluate_held_out(package: ModelPackage, data: Path = SHARED_DATA, threads: int = 1,
-                      seen_in_training: bool = False, cache: Optional[Path] = None,
+                      seen_in_training: Optional[bool] = None, cache: Optional[Path] = None,
                       log: Log = print) -> Dict[str, object]:
-    """``metrics.held_out`` of ``package``: figures per modality subset and per subset and GSD group."""
+    """``metrics.held_out`` of ``package``: figures per modality subset and per subset and GSD group.
+    ``seen_in_training`` None: as the package's stored protocol says (``states_seen_in_training``)."""
+    if seen_in_training is None:
+        seen_in_training = states_seen_in_training(package)
     meta = package.metadata
     values = list(meta.class_values)
     ignore = (0, class_nodata_value(meta.classes))
@@ -257,8 +268,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--write", action="store_true", help="store metrics.held_out in the package and its card")
     ap.add_argument("--data", default=str(SHARED_DATA), help="shared data folder (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--seen-in-training", action="store_true",
-                    help="the package was trained before the held-out set existed: say so in the protocol")
+    ap.add_argument("--seen-in-training", action="store_true", default=None,
+                    help="the package was trained before the held-out set existed: say so in the protocol "
+                         "(default: as its stored protocol says)")
     a = ap.parse_args(argv)
     try:
         package = load_package(a.package)

@@ -31,7 +31,8 @@ def test_figures_are_percent_over_classes_1_to_4_with_enough_support():
 def test_default_package_on_the_held_out_set(shared_data, tmp_path):
     package = load_package(DEFAULT)
     lines = []
-    result = held_out.evaluate_held_out(package, shared_data, cache=tmp_path / "cache", log=lines.append)
+    result = held_out.evaluate_held_out(package, shared_data, seen_in_training=False, cache=tmp_path / "cache",
+                                        log=lines.append)
     assert list(result["subsets"]) == ["optical", "ndsm", "optical+ndsm"]
     assert set(result["groups"]) == {"0.5 m tiles", "2 m tiles", held_out.OPTICAL_GROUP}
     # every labelled pixel of the tiles is scored once (nDSM only), plus the optical area's
@@ -68,3 +69,7 @@ def test_write_stores_the_figures_in_json_graph_and_card(tmp_path):
     assert "Held-out accuracy with optical alone is low (mIoU 12.3 %)" in card
     assert "Held-out IoU below 40 % with ndsm: building 33.0." in card
     assert not list(folder.glob(".*.tmp"))
+    assert not held_out.states_seen_in_training(load_package(folder))
+    seen = {**figures, "protocol": held_out.protocol([], True)}
+    held_out.store_metrics(package, {"held_out": seen})
+    assert held_out.states_seen_in_training(load_package(folder)) and "CAUTION" in seen["protocol"]
