@@ -89,7 +89,9 @@ class BlockJob:
     batch_size: int
     runtime: str
     device: str
-    threads: Optional[int]
+    # ONNX Runtime's sums depend on its thread count: the same count as the single-process run
+    # (with the same blocks and batches) gives the same bits.
+    threads: int
     network_loader: Optional[NetworkLoader]
 
 
@@ -170,7 +172,7 @@ def run_block_task(job: BlockJob, block: Block, parts: OutputPaths, parts_folder
     return BlockResult(part.counts, dict(pipeline.seen_valid), pipeline.model_seconds, tuple(warnings), written)
 
 
-def _connect(address: str, workers_threads: Optional[int]):
+def _connect(address: str):
     """A client of a new LocalCluster (``local:N``) or of the scheduler at ``address``."""
     from distributed import Client, LocalCluster  # optional dependency: imported when a job runs
 
@@ -182,14 +184,6 @@ def _connect(address: str, workers_threads: Optional[int]):
         return Client(address, timeout="10s"), None
     except (OSError, TimeoutError) as exc:
         raise EngineError(f"cannot reach the Dask scheduler '{address}': {str(exc).splitlines()[0][:200]}") from None
-
-
-def local_threads(address: str, threads: Optional[int]) -> Optional[int]:
-    """Runtime threads per task: the caller's, else on a LocalCluster the machine's cores shared
-    among its workers (an existing cluster's workers use their own cores)."""
-    if threads or not address.startswith(LOCAL_PREFIX):
-        return threads
-    return max(1, (os.cpu_count() or 1) // int(address[len(LOCAL_PREFIX):]))
 
 
 class DaskBlocks:
@@ -207,7 +201,7 @@ class DaskBlocks:
         folder.mkdir()
         client = cluster = None
         try:
-            client, cluster = _connect(self.address, self.job.threads)
+            client, cluster = _connect(self.address)
             self.workers = client.run(os.getpid)
             self.log(f"Dask: {len(blocks)} blocks as tasks on {len(self.workers)} worker(s) of {self.address}")
             results = self._run(client, blocks, sink, folder, progress)
@@ -223,7 +217,7 @@ class DaskBlocks:
              progress: Progress) -> List[BlockResult]:
         from distributed import wait
 
-        outputs = [name for name in ("classes", "robustness", "probabilities", "confidence") if name in sink.writers]
+        outputs = list(sink.writers)  # named as OutputPaths fields
         futures = {}
         for index, block in enumerate(blocks):
             parts = OutputPaths(**{name: str(folder / f"block-{index:06d}-{name}.tif") for name in outputs})

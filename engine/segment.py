@@ -21,7 +21,7 @@ from .outputs import OutputPaths, OutputSet, check_output_folders, check_outputs
 from .package import ModelPackage, PackageMetadata
 from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
-from .runtime import NetworkLoader, make_runner
+from .runtime import NetworkLoader, cpu_threads, make_runner
 from .tiling import TilePlan, plan_tiles
 from .trust import degenerate_map_warning, pixel_size_warning, report_held_out_accuracy
 from .vocabulary import DEFAULT_GROUND_WINDOW_M
@@ -210,7 +210,7 @@ def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, u
     """Enough GDAL block cache for a row of output blocks (256 px high, all outputs, one block of
     columns plus a block each side) plus 64 MB for reading: partly written compressed blocks must
     stay cached until complete."""
-    bytes_per_pixel = 1 + 4 * ((len(used) if outputs.robustness else 0) +
+    bytes_per_pixel = 1 + (1 if outputs.dominant else 0) + 4 * ((len(used) if outputs.robustness else 0) +
                                (len(meta.classes) if outputs.probabilities else 0) + (1 if outputs.confidence else 0))
     width = grid.width if max_block_width <= 0 else min(grid.width, max_block_width + 512)
     return 64 * 1024 * 1024 + 256 * width * bytes_per_pixel
@@ -231,11 +231,11 @@ def _dask_blocks(package: ModelPackage, sources: Sequence[Source], readers: Dict
                  stats: Dict[str, Optional[Range]], network_grid: Grid, plan: TilePlan, presence: np.ndarray,
                  used: Sequence[str], options: RunOptions, pipeline: TilePipeline, log: Callable[[str], None]):
     """The blocks as Dask tasks (``engine.distributed``), from the job planned here."""
-    from .distributed import BlockJob, DaskBlocks, local_threads  # lazy: dask is optional
+    from .distributed import BlockJob, DaskBlocks  # lazy: dask is optional
 
     job = BlockJob(str(package.onnx_path), tuple(sources), {name: r.stretch for name, r in readers.items()}, stats,
                    network_grid, plan, presence, tuple(used), options.blend, options.batch_size, options.runtime,
-                   options.device, local_threads(options.scheduler, options.threads), options.network_loader)
+                   options.device, options.threads or cpu_threads(), options.network_loader)
     return DaskBlocks(options.scheduler, job, pipeline, log)
 
 
@@ -249,7 +249,7 @@ def _run_resampled(pipeline: TilePipeline, run_blocks: Callable[..., None], netw
     tag = uuid.uuid4().hex[:8]
     scratch = OutputPaths(
         classes=str(sink.folder / f".modalseg-scratch-{tag}-classes.tif"),
-        robustness=str(sink.folder / f".modalseg-scratch-{tag}-robustness.tif") if "robustness" in sink.writers
+        robustness=str(sink.folder / f".modalseg-scratch-{tag}-robustness.tif") if sink.needs_robustness
         else None,
         probabilities=str(sink.folder / f".modalseg-scratch-{tag}-probabilities.tif"))
     coarse = OutputSet(scratch, network_grid, meta, used, pipeline.warn)

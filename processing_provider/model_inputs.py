@@ -17,12 +17,9 @@ from qgis.core import (
 from ..engine.errors import WARNING_PREFIX
 from ..engine.vocabulary import ELEVATION_TYPES, SAR_SCALES, key_at, labels
 from .base import ModalSegAlgorithm, gdal_raster_path, is_set, log_warning
-from .paths import BUNDLED_MODELS_DIR
+from .paths import BUNDLED_MODELS_DIR, DEFAULT_BUNDLED_MODEL
 
 NO_BUNDLED_MODEL = "(no bundled model found: choose a model file below)"
-# Chosen by 'Automatic' on ties: the any-modality network with robustness maps, which also
-# scores best on the elevation-only towns (benchmarks/accuracy).
-DEFAULT_BUNDLED_MODEL = "modalseg-sgma-urban"
 # Item 0 of the model list, hence the default (and what saved models and batch histories hold).
 AUTOMATIC_MODEL = (f"Automatic: the bundled model that uses the most of the given layers "
                    f"(ties: {DEFAULT_BUNDLED_MODEL})")

@@ -17,8 +17,8 @@ import pytest
 from tests.fixtures.paths import REPO_ROOT
 
 PACKAGE = "modalseg"
-LAYERS = {"engine": 0, "models": 1, "environment": 1, "processing_provider": 2, "ui": 3, "": 4}
-QGIS_FREE = ("engine", "models")
+LAYERS = {"engine": 0, "models": 1, "environment": 1, "processing_provider": 2, "ui": 3, "cli": 3, "": 4}
+QGIS_FREE = ("engine", "models", "cli")
 
 
 def _module_name(path: Path) -> str:
