@@ -20,7 +20,8 @@ the packages: a rule baseline (nDSM height + roughness, and greenness when optic
 learning) and the default package's network trained on optical only (``benchmarks/baselines``,
 recipe ``training/sgma_optical_only.json``), with a fusion check per package. Also printed: mean
 robustness per class and modality, and building IoU on the whole houses tile (partly seen in
-training: only its right strip is unseen). Figures, not assertions.
+training: only its right strip is unseen). Last, the flood table (``benchmarks/flood.py``: the
+SAR packages on OMBRIA test/), which the urban tables leave out. Figures, not assertions.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from modalseg.engine.metrics import confusion_from_values, per_class  # noqa: E4
 from modalseg.engine.package import list_packages, load_package  # noqa: E402
 from modalseg.engine.runtime import make_runner  # noqa: E402
 from modalseg.models.held_out import evaluate_held_out, format_table  # noqa: E402
+from modalseg.benchmarks.flood import flood_table, is_flood_package, print_flood_table  # noqa: E402
 from modalseg.models.data.chips import split_area  # noqa: E402
 from modalseg.models.data.rasters import find_lidar_stacks  # noqa: E402
 from modalseg.models.train import CLASS_NAMES, evaluate  # noqa: E402
@@ -202,7 +204,9 @@ def print_held_out(models: str, baselines: str, data: Path, threads: int) -> Dic
     print("held-out set (models/data/holdout.py): whole tiles and the optical area through segment, native GSD")
     figures = {}
     for folder in (models, baselines):
-        for onnx_path, _ in list_packages(folder):
+        for onnx_path, listed in list_packages(folder):
+            if is_flood_package(listed):
+                continue  # no SAR on the held-out tiles: the flood table below
             package = load_package(onnx_path)
             held = evaluate_held_out(package, data, threads, log=lambda text: None)
             meta = package.metadata
@@ -231,14 +235,18 @@ def main(argv: List[str] = None) -> None:
     everything["rule_baseline"] = base
     houses = find_lidar_stacks(data / "lidarhd_houses", ("rgb", "ndsm"))[0]
     optical_only = {}
-    for onnx_path, _ in list_packages(a.baselines):
+    for onnx_path, listed in list_packages(a.baselines):
+        if is_flood_package(listed):
+            continue
         package = load_package(onnx_path)
         res = evaluate(OnnxPredictor(package, a.threads), areas, groups, package_cfg(package.metadata))
         print_table(f"baseline {package.metadata.name} {package.metadata.version}: "
                     f"{package.metadata.description[:110]}", res)
         everything[package.metadata.name] = res
         optical_only[package.metadata.name] = res["rgb_tiles"]["subsets"]["optical"]["miou"]
-    for onnx_path, _ in list_packages(a.models):
+    for onnx_path, listed in list_packages(a.models):
+        if is_flood_package(listed):
+            continue
         package = load_package(onnx_path)
         meta = package.metadata
         cfg = package_cfg(meta)
@@ -256,6 +264,9 @@ def main(argv: List[str] = None) -> None:
               f"building IoU {100 * whole['building']:.1f}, ground IoU {100 * whole['ground']:.1f}")
         everything[meta.name] = {"validation": res, "houses_whole": whole, "robustness": rob}
         print_fusion_check(res["rgb_tiles"]["subsets"], optical_only)
+    flood = flood_table(data / "ombria_s1s2" / "test")
+    print_flood_table(flood)
+    everything["flood"] = flood
     if a.json:
         Path(a.json).write_text(json.dumps(everything, indent=1))
 

@@ -22,15 +22,30 @@ def _pct(x: Any) -> str:
 
 
 def accuracy_table(validation: Dict[str, Any]) -> str:
-    rows = ["| group | subset | " + " | ".join(CLASS_KEYS) + " | mIoU (g, b, lv, t) |",
-            "|---|---|" + "---|" * (len(CLASS_KEYS) + 1)]
+    # the LiDAR scheme's columns, or the package's own class keys (e.g. the flood package's land / water)
+    keys = [k for r in validation.values() for v in r["subsets"].values() for k in v["iou"]]
+    urban = not keys or set(keys) <= set(CLASS_KEYS)
+    columns = CLASS_KEYS if urban else list(dict.fromkeys(keys))
+    rows = ["| group | subset | " + " | ".join(columns) + (" | mIoU (g, b, lv, t) |" if urban else " | mIoU |"),
+            "|---|---|" + "---|" * (len(columns) + 1)]
     for group, r in validation.items():
         for subset, v in r["subsets"].items():
-            rows.append(f"| {group} | {subset} | " + " | ".join(_pct(v["iou"].get(c)) for c in CLASS_KEYS)
+            rows.append(f"| {group} | {subset} | " + " | ".join(_pct(v["iou"].get(c)) for c in columns)
                         + f" | **{_pct(v['miou'])}** |")
-        rows.append(f"| {group} | Average / Top-1 / Last-1 | " + " | " * (len(CLASS_KEYS) - 1)
+        rows.append(f"| {group} | Average / Top-1 / Last-1 | " + " | " * (len(columns) - 1)
                     + f" | {_pct(r['average'])} / {_pct(r['top1'])} / {_pct(r['last1'])} |")
     return "\n".join(rows)
+
+
+def benchmark_sections(benchmarks: Dict[str, Any]) -> str:
+    """``metrics.benchmarks``: tables a benchmark script stored (title, protocol, header, rows, notes)."""
+    parts = []
+    for table in benchmarks.values():
+        rows = ["| " + " | ".join(table["header"]) + " |", "|" + "---|" * len(table["header"])]
+        rows += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in table["rows"]]
+        notes = "".join(f"\n{note}" for note in table.get("notes", []))
+        parts.append(f"## {table['title']}\nProtocol: {table['protocol']}.\n\n" + "\n".join(rows) + "\n" + notes + "\n")
+    return "\n".join(parts)
 
 
 def _one(x: Optional[float]) -> str:
@@ -85,6 +100,13 @@ def recipe_failure_modes(meta: Dict[str, Any]) -> List[str]:
     return list(meta.get("extra", {}).get("training_config", {}).get("package", {}).get("failure_modes", []))
 
 
+_LIDAR_GROUPS_NOTE = """
+`towns`: lidarhd_elevation tiles (nDSM only); `rgb_tiles`: lidarhd_houses + lidarhd_fields. Labels are
+IGN production classifications (some errors); the houses tile has no vegetation labels. Small strips:
+read single-class IoUs with care.
+"""
+
+
 def _honest_sections(m: Dict[str, Any], meta: Dict[str, Any]) -> str:
     parts = []
     if m.get("held_out"):
@@ -95,6 +117,8 @@ Protocol: {m['held_out']['protocol']}.
 
 `segment` logs the figure of the modality subset in use and warns when its mIoU is below {LOW_MIOU:.0f}.
 """)
+    if m.get("benchmarks"):
+        parts.append(benchmark_sections(m["benchmarks"]))
     if m.get("few_labels"):
         parts.append(f"""## Few-label fine-tuning (mIoU %, `benchmarks/few_labels.py`)
 Protocol: {m['few_labels']['protocol']}.
@@ -148,11 +172,7 @@ package metadata, `extra.training_config`).
 Protocol: {m.get('protocol', '')}.
 
 {accuracy_table(m.get('validation', {}))}
-
-`towns`: lidarhd_elevation tiles (nDSM only); `rgb_tiles`: lidarhd_houses + lidarhd_fields. Labels are
-IGN production classifications (some errors); the houses tile has no vegetation labels. Small strips:
-read single-class IoUs with care.
-
+{_LIDAR_GROUPS_NOTE if {"towns", "rgb_tiles"} & set(m.get('validation', {})) else ""}
 ## Known failure modes
 """ + "\n".join(f"- {f}" for f in failure_modes) + "\n"
     path = Path(folder) / "README.md"
