@@ -179,7 +179,7 @@ def _connect(address: str):
     try:
         if address.startswith(LOCAL_PREFIX):
             cluster = LocalCluster(n_workers=int(address[len(LOCAL_PREFIX):]), threads_per_worker=1,
-                                   processes=True, dashboard_address=None, silence_logs=40)
+                                   processes=True, dashboard_address=":0", silence_logs=40)
             return Client(cluster), cluster
         return Client(address, timeout="10s"), None
     except (OSError, TimeoutError) as exc:

@@ -1,0 +1,149 @@
+"""The Dask runner on a real LocalCluster (2 worker processes on loopback): the same bits as the
+single-process run, a killed worker, bad input, cancel. Skipped where dask / distributed are absent."""
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from modalseg.engine import (Cancelled, EngineError, GridRequest, LayerInput, OutputPaths, RunOptions,
+                             bind_modalities, load_package, run_segmentation)
+from tests.fixtures.paths import REPO_ROOT
+from tests.fixtures.rasters import smooth_field, write_raster
+
+distributed = pytest.importorskip("distributed")
+
+PACKAGE = REPO_ROOT / "resources" / "models" / "modalseg-sgma-urban"
+# Small tiles and blocks so a small raster makes many tasks; one runtime thread on both paths
+# (ONNX Runtime's sums depend on the thread count).
+SMALL_BLOCKS = dict(tile_size=64, overlap=16, tile_rows_per_block=1, max_block_width=200, threads=1)
+GT = (870000.0, 0.5, 0.0, 6618000.0, 0.0, -0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=40) as local, distributed.Client(local) as client:
+        yield local.scheduler_address, client
+
+
+@pytest.fixture(scope="module")
+def package():
+    return load_package(PACKAGE)
+
+
+@pytest.fixture(scope="module")
+def wide_scene(tmp_path_factory):
+    """A generated RGB + nDSM pair 700 x 230 px: 4 block columns x 5 block rows of 64 px tiles."""
+    folder = tmp_path_factory.mktemp("wide")
+    h, w = 230, 700
+    rgb = (np.stack([smooth_field((h, w), s) for s in (1, 2, 3)]) * 255).astype(np.uint8)
+    ndsm = np.maximum(smooth_field((h, w), 4) * 24 - 4, 0).astype(np.float32)
+    return {"optical": str(write_raster(folder / "rgb.tif", rgb, 2154, GT)),
+            "ndsm": str(write_raster(folder / "ndsm.tif", ndsm, 2154, GT))}
+
+
+def _houses(shared_data):
+    stem = shared_data / "lidarhd_houses" / "lidarprod_870000_6618000"
+    return {"optical": f"{stem}_rgb.tif", "ndsm": f"{stem}_ndsm.tif"}
+
+
+def _run(package, layers, folder: Path, scheduler=None, **kwargs):
+    folder.mkdir(parents=True, exist_ok=True)
+    sources, _ = bind_modalities(package.metadata, {
+        "optical": LayerInput(layers["optical"]), "elevation": LayerInput(layers["ndsm"], elevation_type="ndsm")})
+    outputs = OutputPaths(str(folder / "classes.tif"), str(folder / "robustness.tif"),
+                          str(folder / "probabilities.tif"), str(folder / "confidence.tif"))
+    report = run_segmentation(sources, package, GridRequest(), outputs, RunOptions(**SMALL_BLOCKS, scheduler=scheduler),
+                              **kwargs)
+    return outputs, report
+
+
+def _assert_identical(single: OutputPaths, parallel: OutputPaths) -> None:
+    for (name, a), (_, b) in zip(single.named(), parallel.named()):
+        da, db = gdal.Open(a), gdal.Open(b)
+        assert (da.RasterXSize, da.RasterYSize, da.RasterCount) == (db.RasterXSize, db.RasterYSize, db.RasterCount)
+        assert da.GetGeoTransform() == db.GetGeoTransform() and da.GetProjection() == db.GetProjection()
+        assert np.array_equal(da.ReadAsArray(), db.ReadAsArray()), f"{name} differs"
+        for i in range(1, da.RasterCount + 1):
+            ba, bb = da.GetRasterBand(i), db.GetRasterBand(i)
+            assert (ba.GetDescription(), ba.GetNoDataValue()) == (bb.GetDescription(), bb.GetNoDataValue())
+        if name == "classes":
+            ba, bb = da.GetRasterBand(1), db.GetRasterBand(1)
+            assert ba.GetCategoryNames() == bb.GetCategoryNames() and "building" in bb.GetCategoryNames()
+            table_a, table_b = ba.GetColorTable(), bb.GetColorTable()
+            assert [table_a.GetColorEntry(v) for v in range(8)] == [table_b.GetColorEntry(v) for v in range(8)]
+
+
+def _leftovers(folder: Path):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_real_houses_tile_is_bit_identical(package, shared_data, tmp_path, cluster):
+    """A LocalCluster of its own (local:2) against the single-process run on the shared LiDAR HD tile."""
+    single, single_report = _run(package, _houses(shared_data), tmp_path / "single")
+    parallel, report = _run(package, _houses(shared_data), tmp_path / "dask", "local:2")
+    _assert_identical(single, parallel)
+    assert report.class_counts == single_report.class_counts and report.class_counts[2] > 1000  # buildings
+    assert _leftovers(tmp_path / "dask") == []
+
+
+def test_wide_generated_raster_is_bit_identical_over_many_blocks(package, wide_scene, tmp_path, cluster):
+    address, client = cluster
+    single, single_report = _run(package, wide_scene, tmp_path / "single")
+    lines = []
+    parallel, report = _run(package, wide_scene, tmp_path / "dask", address, log=lines.append)
+    _assert_identical(single, parallel)
+    assert report.class_counts == single_report.class_counts
+    assert any("20 blocks as tasks on 2 worker(s)" in line for line in lines), lines
+    assert _leftovers(tmp_path / "dask") == []
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_output_is_identical(package, wide_scene, tmp_path, cluster):
+    address, client = cluster
+    single, _ = _run(package, wide_scene, tmp_path / "single")
+    victim = sorted(client.run(os.getpid).values())[0]
+    killed = []
+
+    def kill_once(fraction, text):
+        if not killed and fraction > 0:  # after the first finished block: the others are queued or running
+            os.kill(victim, signal.SIGKILL)
+            killed.append(fraction)
+
+    parallel, _ = _run(package, wide_scene, tmp_path / "dask", address, progress=kill_once)
+    assert killed and killed[0] < 1.0
+    assert victim not in client.run(os.getpid).values() or len(client.run(os.getpid)) < 2
+    _assert_identical(single, parallel)
+    assert _leftovers(tmp_path / "dask") == []
+
+
+def test_bad_input_fails_before_any_task_runs_with_the_single_process_message(package, wide_scene, tmp_path,
+                                                                                cluster):
+    address, client = cluster
+    transitions = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+    layers = dict(wide_scene, ndsm=wide_scene["optical"])  # an output that is an input comes below
+    messages = []
+    for scheduler in (None, address):
+        sources, _ = bind_modalities(package.metadata, {"optical": LayerInput(layers["optical"])})
+        with pytest.raises(EngineError) as failure:
+            run_segmentation(sources, package, GridRequest(), OutputPaths(layers["optical"]),
+                             RunOptions(**SMALL_BLOCKS, scheduler=scheduler))
+        messages.append(str(failure.value))
+    assert messages[0] == messages[1] and "would destroy that input" in messages[0]
+    sources, _ = bind_modalities(package.metadata, {"optical": LayerInput(layers["optical"])})
+    with pytest.raises(EngineError, match="neither local:N nor a scheduler address"):
+        run_segmentation(sources, package, GridRequest(), OutputPaths(str(tmp_path / "c.tif")),
+                         RunOptions(scheduler="tpc://nowhere"))
+    assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter) == transitions
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_leaves_nothing(package, wide_scene, tmp_path, cluster):
+    address, _ = cluster
+    asked = []
+    with pytest.raises(Cancelled):
+        _run(package, wide_scene, tmp_path / "dask", address, progress=lambda f, t: asked.append(f),
+             is_cancelled=lambda: bool(asked))
+    assert asked and list((tmp_path / "dask").iterdir()) == []
