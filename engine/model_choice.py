@@ -71,9 +71,10 @@ def choose_package(candidates: Sequence[PackageMetadata], layers: Mapping[str, L
     if best == 0 or all(role == "dtm" for role in given):
         takes = sorted({role for meta in candidates for role in accepted_roles(meta) if role != "dtm"},
                        key=ROLES.index)
+        labels = [ROLE_LABELS[role] for role in takes]
+        takes_text = ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else labels[0]
         raise EngineError(f"none of the bundled models uses the given layers ({_role_list(given)}); they take "
-                          f"{' and '.join(ROLE_LABELS[role] for role in takes)} layers: give one of those, or a "
-                          "model file that takes yours")
+                          f"{takes_text} layers: give one of those, or a model file that takes yours")
     tied = [index for index, score in scores.items() if score == best]
     index = next((i for i in tied if candidates[i].name == default), tied[0])
     meta = candidates[index]
