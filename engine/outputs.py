@@ -1,4 +1,5 @@
-"""The output rasters of one run: finished rows in, classes / robustness / probabilities / confidence out."""
+"""The output rasters of one run: finished rows in, classes / robustness / probabilities / confidence /
+dominant modality out."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import dominant
 from .blending import FinishedRows
 from .errors import EngineError
 from .grid import Grid
@@ -22,12 +24,14 @@ class OutputPaths:
     robustness: Optional[str] = None
     probabilities: Optional[str] = None
     confidence: Optional[str] = None
+    dominant: Optional[str] = None  # engine.dominant: which modality leads, by how much
 
     def named(self) -> List[Tuple[str, str]]:
         """(output, path) for every requested output."""
         return [(name, path) for name, path in (("classes", self.classes), ("robustness", self.robustness),
                                                 ("probabilities", self.probabilities),
-                                                ("confidence", self.confidence)) if path]
+                                                ("confidence", self.confidence),
+                                                ("dominant modality", self.dominant)) if path]
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -111,10 +115,15 @@ class OutputSet:
             classes = GeoTiffWriter(paths.classes, grid, 1, np.uint8, self.nodata, ["class"])
             self.writers["classes"] = classes
             classes.set_classes(meta.classes, self.nodata)
-            if paths.robustness and not meta.has_robustness:
-                warn(f"model '{meta.name}' does not produce robustness maps; none written")
+            if (paths.robustness or paths.dominant) and not meta.has_robustness:
+                warn(f"model '{meta.name}' does not produce robustness maps; no robustness or dominant-modality "
+                     "map written")
             elif paths.robustness:
                 self.writers["robustness"] = float_writer(paths.robustness, grid, list(used))
+            if paths.dominant and meta.has_robustness:
+                leads = GeoTiffWriter(paths.dominant, grid, 1, np.uint8, dominant.NODATA, ["dominant modality"])
+                self.writers["dominant"] = leads
+                leads.set_classes(dominant.categories(list(used)), dominant.NODATA)
             if paths.probabilities:
                 self.writers["probabilities"] = float_writer(paths.probabilities, grid,
                                                              [c.name for c in meta.classes])
@@ -123,6 +132,11 @@ class OutputSet:
         except Exception:
             self.abort()
             raise
+
+    @property
+    def needs_robustness(self) -> bool:
+        """Whether an output is derived from the robustness shares."""
+        return "robustness" in self.writers or "dominant" in self.writers
 
     @property
     def folder(self):
@@ -135,11 +149,16 @@ class OutputSet:
         classes[invalid] = self.nodata
         self.writers["classes"].write(rows.y, classes, rows.x)
         self.counts += np.bincount(classes[valid], minlength=256)
-        if "robustness" in self.writers:
+        if self.needs_robustness:
             robustness = rows.robustness[self.used_index]
             robustness /= np.maximum(robustness.sum(axis=0, keepdims=True), 1e-12)
-            robustness[:, invalid] = FLOAT_NODATA
-            self.writers["robustness"].write(rows.y, robustness, rows.x)
+            if "dominant" in self.writers:
+                leads = dominant.dominant_codes(robustness)
+                leads[invalid] = dominant.NODATA
+                self.writers["dominant"].write(rows.y, leads, rows.x)
+            if "robustness" in self.writers:
+                robustness[:, invalid] = FLOAT_NODATA
+                self.writers["robustness"].write(rows.y, robustness, rows.x)
         if "probabilities" in self.writers or "confidence" in self.writers:
             probabilities = rows.probabilities()
             probabilities[:, invalid] = FLOAT_NODATA

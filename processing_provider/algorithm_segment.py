@@ -58,6 +58,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     ROBUSTNESS = "ROBUSTNESS"
     PROBABILITIES = "PROBABILITIES"
     CONFIDENCE = "CONFIDENCE"
+    DOMINANT = "DOMINANT"
 
     def shortDescription(self) -> str:  # noqa: N802 - QGIS API name
         return "Classifies rasters of several sensors with a segmentation network and maps each sensor's share."
@@ -83,7 +84,11 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "<p><b>Outputs.</b> <i>Classified raster</i>: one byte per pixel, class names and colours "
             "from the model, nodata outside the valid data. <i>Robustness</i>: one band per modality "
             "used (band description = modality), the share (0-1) of each modality in the decision; "
-            "the shares sum to 1 per pixel. <i>Class probabilities</i> (one band per class) and "
+            "the shares sum to 1 per pixel; it loads as a colour composite (red, green, blue = the shares of "
+            "up to three modalities, each stretched to its range). <i>Dominant modality</i>: which input "
+            "leads at each pixel and by how much (its share, in steps of a tenth of the way from an even "
+            "split to 1), one byte with a named colour per modality and step, so the legend says which "
+            "colour is which input; it loads above the composite. <i>Class probabilities</i> (one band per class) and "
             "<i>Confidence</i> (top probability) are optional; their nodata value is -1. All outputs are "
             "GeoTIFF. An output that is one of the input files (links included), or two outputs in one "
             "file, stop the run before anything is read; a missing output folder is created. A failed run "
@@ -174,6 +179,10 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         add(QgsProcessingParameterRasterDestination(self.CONFIDENCE, "Confidence (top class probability, 0-1)",
                                                     optional=True, createByDefault=False),
             "Probability of the chosen class; low values flag doubtful areas.")
+        add(QgsProcessingParameterRasterDestination(self.DOMINANT, "Dominant modality (which input leads, by how much)",
+                                                    optional=True, createByDefault=True),
+            "One byte per pixel naming the modality with the largest share and how large that share is "
+            "(from an even split to 1, in ten steps); its legend names each modality's colour.")
 
     # -- run ------------------------------------------------------------------------------
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
@@ -236,7 +245,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         input_name = input_layer_name(self, parameters, context, self.INPUT_LAYER_PARAMETERS)
         results: Dict[str, Any] = {}
         for name, path in ((self.OUTPUT, outputs.classes), (self.ROBUSTNESS, outputs.robustness),
-                           (self.PROBABILITIES, outputs.probabilities), (self.CONFIDENCE, outputs.confidence)):
+                           (self.PROBABILITIES, outputs.probabilities), (self.CONFIDENCE, outputs.confidence),
+                           (self.DOMINANT, outputs.dominant)):
             results[name] = path
             if path:
                 style_when_loaded(context, path, styles[name], name, input_name)
@@ -244,7 +254,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
 
     def _output_paths(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:
         paths: Dict[str, Optional[str]] = {}
-        for name in (self.OUTPUT, self.ROBUSTNESS, self.PROBABILITIES, self.CONFIDENCE):
+        for name in (self.OUTPUT, self.ROBUSTNESS, self.PROBABILITIES, self.CONFIDENCE, self.DOMINANT):
             path = self.parameterAsOutputLayer(parameters, name, context) if is_set(parameters, name) else None
             if path and not path.lower().endswith(GEOTIFF_SUFFIXES):
                 raise QgsProcessingException(
@@ -253,7 +263,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         if not paths[self.OUTPUT]:
             raise QgsProcessingException("The classified raster output (OUTPUT) needs a file name.")
         return engine.OutputPaths(classes=paths[self.OUTPUT], robustness=paths[self.ROBUSTNESS],
-                                  probabilities=paths[self.PROBABILITIES], confidence=paths[self.CONFIDENCE])
+                                  probabilities=paths[self.PROBABILITIES], confidence=paths[self.CONFIDENCE],
+                                  dominant=paths[self.DOMINANT])
 
     def _grid_request(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:
         crs = self.parameterAsCrs(parameters, self.OUTPUT_CRS, context) if is_set(

@@ -6,14 +6,17 @@ class names, and so that the overlays (robustness, confidence) get colours and t
 suited to being laid over the class map. The robustness layer shows every modality at once: an
 RGB composite of up to three modality shares (band descriptions name them in the legend), each
 stretched to the range the written file holds, since shares that vary little (0.14-0.25) would
-otherwise read as one flat tint. Loaded outputs are named after the input ("classes - ortho")
-and stacked in a fixed order: the class map at the bottom, the overlays above it.
+otherwise read as one flat tint. The dominant-modality layer (engine.dominant) is paletted: its
+legend lists, for each modality, the share steps the file holds, the hue deepening with the share
+over the steps present. Loaded outputs are named after the input ("classes - ortho") and stacked
+in a fixed order: the class map at the bottom, the overlays above it, the named one on top.
 """
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from qgis.core import (
     QgsColorRampShader,
     QgsContrastEnhancement,
+    QgsMapLayerLegend,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
     QgsProcessingAlgorithm,
@@ -22,10 +25,12 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRasterShader,
+    QgsRasterSymbolLegendNode,
     QgsSingleBandPseudoColorRenderer,
 )
 from qgis.PyQt.QtGui import QColor
 
+from ..engine import dominant
 from .base import is_set
 from .compat import STATS_MAX, STATS_MEAN, STATS_MIN
 
@@ -38,11 +43,12 @@ SHARE_RAMP = ((0.0, "#440154"), (0.25, "#3b528b"), (0.5, "#21918c"), (0.75, "#5e
 CONFIDENCE_RAMP = ((0.0, "#b2182b"), (0.5, "#f4a582"), (1.0, "#f7f7f7"))
 OVERLAY_OPACITY = 0.6
 COMPOSITE_BANDS = 3  # red, green, blue: the shares of the (up to) three main modalities
+COMPOSITE_CHANNELS = (("red", "#ff0000"), ("green", "#00ff00"), ("blue", "#0000ff"))
 STATS_SAMPLE_SIZE = 250000  # QGIS's own sample for estimated statistics: exact on small rasters, fast on big ones
 # Output kinds of ``segment``, bottom to top in the layer tree, and the name each loads under.
-LAYER_ORDER = ("OUTPUT", "PROBABILITIES", "CONFIDENCE", "ROBUSTNESS")
+LAYER_ORDER = ("OUTPUT", "PROBABILITIES", "CONFIDENCE", "ROBUSTNESS", "DOMINANT")
 LAYER_NAMES = {"OUTPUT": "classes", "PROBABILITIES": "probabilities", "CONFIDENCE": "confidence",
-               "ROBUSTNESS": "robustness"}
+               "ROBUSTNESS": "robustness", "DOMINANT": "dominant modality"}
 
 
 def apply_classified_style(layer: QgsRasterLayer, classes: Iterable[ClassStyle]) -> None:
@@ -100,10 +106,28 @@ def _spread(minimum: float, maximum: float) -> Tuple[float, float]:
     return minimum - 0.5, maximum + 0.5
 
 
+class CompositeLegend(QgsMapLayerLegend):
+    """The robustness composite's legend: one swatch per channel naming its modality and the share
+    range the stretch spans (QGIS's own would read "Band 1: optical (Gray)", naming no colour).
+    Set on the loaded layer; a project saved and opened again falls back to QGIS's own."""
+
+    def __init__(self, entries: Sequence[Tuple[str, str]]):
+        super().__init__()
+        self._entries = list(entries)  # (colour, label)
+
+    def createLayerTreeModelLegendNodes(self, node_layer):  # noqa: N802 - QGIS API name
+        return [QgsRasterSymbolLegendNode(node_layer, QColor(colour), label) for colour, label in self._entries]
+
+
+def _modality_of_band(layer: QgsRasterLayer, band: int) -> str:
+    """The band's description (the modality), without QGIS's "Band 1: " prefix."""
+    return layer.bandName(band).split(": ", 1)[-1]
+
+
 def apply_robustness_style(layer: QgsRasterLayer, opacity: float = OVERLAY_OPACITY) -> None:
     """Every modality's share at once: red, green, blue = the shares of the three modalities with the
-    largest mean share (in band order), each stretched to its minimum and maximum in the file; a
-    single modality gets the share ramp over its range."""
+    largest mean share (in band order), each stretched to its minimum and maximum in the file, with a
+    legend naming each colour's modality; a single modality gets the share ramp over its range."""
     ranges = {band: band_range(layer, band) for band in range(1, layer.bandCount() + 1)}
     if len(ranges) == 1:
         renderer = _pseudocolor_renderer(layer, 1, SHARE_RAMP, *_spread(*ranges[1][:2]))
@@ -117,6 +141,47 @@ def apply_robustness_style(layer: QgsRasterLayer, opacity: float = OVERLAY_OPACI
                                                  renderer.setBlueContrastEnhancement)):
             if band > 0:
                 set_enhancement(_stretch(layer, band, *_spread(*ranges[band][:2])))
+        layer.setLegend(CompositeLegend(
+            [(colour, f"{name}: {_modality_of_band(layer, band)} share, {ranges[band][0]:.2f} (dark) to "
+                      f"{ranges[band][1]:.2f} (full {name})")
+             for band, (name, colour) in zip(bands, COMPOSITE_CHANNELS) if band > 0]))
+    renderer.setOpacity(opacity)
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+
+
+def _categories_present(path: str) -> Dict[int, str]:
+    """Category name of each pixel value a one-byte raster holds (GDAL's exact histogram; nodata and
+    unnamed values left out)."""
+    from osgeo import gdal
+
+    dataset = gdal.Open(path)  # kept in a name: a band must not outlive its dataset
+    band = dataset.GetRasterBand(1)
+    nodata = band.GetNoDataValue()  # first: it loads the .aux.xml, which GetCategoryNames alone does not (GDAL 3.6)
+    names = list(band.GetCategoryNames() or [])
+    counts = band.GetHistogram(-0.5, 255.5, 256, include_out_of_range=0, approx_ok=0)
+    band = dataset = None
+    return {value: names[value] for value, count in enumerate(counts)
+            if count and value != nodata and value < len(names) and names[value]}
+
+
+def apply_dominant_style(layer: QgsRasterLayer, opacity: float = OVERLAY_OPACITY) -> None:
+    """Paletted renderer with one entry per (modality, share step) the file holds, named from the
+    file's categories; each modality's hue runs from pale to full over the steps present."""
+    names = _categories_present(layer.source())
+    present = sorted(names)
+    steps: Dict[int, List[int]] = {}
+    for value in present:
+        modality, step = dominant.decode(value)
+        steps.setdefault(modality, []).append(step)
+    entries = []
+    for value in present:
+        modality, step = dominant.decode(value)
+        held = steps[modality]
+        strength = 1.0 if len(held) == 1 else (held.index(step) + 1) / len(held)
+        entries.append(QgsPalettedRasterRenderer.Class(value, QColor(dominant.colour(modality, strength)),
+                                                       names[value]))
+    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries)
     renderer.setOpacity(opacity)
     layer.setRenderer(renderer)
     layer.triggerRepaint()
@@ -195,4 +260,5 @@ def output_styles(classes: Iterable[ClassStyle]) -> Dict[str, Callable[[QgsRaste
         "ROBUSTNESS": apply_robustness_style,
         "PROBABILITIES": lambda layer: apply_share_style(layer, 1),
         "CONFIDENCE": apply_confidence_style,
+        "DOMINANT": apply_dominant_style,
     }

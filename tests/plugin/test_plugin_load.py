@@ -12,7 +12,7 @@ ADVANCED = ("TILE_SIZE", "OVERLAP", "BLEND", "BATCH_SIZE", "DEVICE", "RUNTIME", 
             "SAR_SCALE")
 INPUTS = ("OPTICAL", "OPTICAL_BANDS", "ELEVATION", "ELEVATION_BAND", "ELEVATION_TYPE", "DTM", "SAR", "SAR_BANDS",
           "NIR", "NIR_BAND", "MODEL", "MODEL_FILE")
-OUTPUTS = ("OUTPUT", "ROBUSTNESS", "PROBABILITIES", "CONFIDENCE")
+OUTPUTS = ("OUTPUT", "ROBUSTNESS", "PROBABILITIES", "CONFIDENCE", "DOMINANT")
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -117,6 +117,7 @@ def test_parameters_outputs_and_advanced_flags(qgis_app):
     assert algorithm.parameterDefinition("ROBUSTNESS").createByDefault()
     assert not algorithm.parameterDefinition("PROBABILITIES").createByDefault()
     assert not algorithm.parameterDefinition("CONFIDENCE").createByDefault()
+    assert algorithm.parameterDefinition("DOMINANT").createByDefault()
     assert algorithm.parameterDefinition("OPTICAL_BANDS").allowMultiple()
     assert algorithm.parameterDefinition("OPTICAL_BANDS").parentLayerParameterName() == "OPTICAL"
     assert [o.name() for o in algorithm.outputDefinitions()] == list(OUTPUTS)

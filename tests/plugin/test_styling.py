@@ -1,5 +1,6 @@
-"""How segment's outputs look when loaded: the robustness composite stretched to the data, layer
-names after the input, and the stacking order (class map at the bottom, overlays above it)."""
+"""How segment's outputs look when loaded: the robustness composite stretched to the data with a
+legend naming each colour's modality, the dominant-modality layer's named legend, layer names after
+the input, and the stacking order (class map at the bottom, overlays above it)."""
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from tests.plugin.helpers import write_like
 
-ORDER_TOP_TO_BOTTOM = ("robustness", "confidence", "probabilities", "classes")
+ORDER_TOP_TO_BOTTOM = ("dominant modality", "robustness", "confidence", "probabilities", "classes")
 
 
 def _exact_range(path: str, band: int):
@@ -31,7 +32,7 @@ def loaded_run(qgis_app, demo, model_package, tmp_path):
         "OPTICAL": demo["rgb"], "ELEVATION": demo["dsm"], "ELEVATION_TYPE": 1, "DTM": demo["dtm"],
         "MODEL_FILE": str(model_package), "OUTPUT": str(tmp_path / "classes.tif"),
         "ROBUSTNESS": str(tmp_path / "robustness.tif"), "PROBABILITIES": str(tmp_path / "probabilities.tif"),
-        "CONFIDENCE": str(tmp_path / "confidence.tif")})
+        "CONFIDENCE": str(tmp_path / "confidence.tif"), "DOMINANT": str(tmp_path / "dominant.tif")})
     yield results, QgsProject.instance()
     QgsProject.instance().removeAllMapLayers()
 
@@ -47,9 +48,25 @@ def _renderer_summary(project, source_name: str):
                         renderer.blueContrastEnhancement())
         summary["bands"] = list(bands)
         summary["ranges"] = [None if e is None else (e.minimumValue(), e.maximumValue()) for e in enhancements]
-    nodes = renderer.createLegendNodes(project.layerTreeRoot().findLayer(layer.id()))
-    summary["legend"] = " | ".join(node.data(0) for node in nodes)
+    summary["legend"] = _legend(project, layer)
+    summary["symbology"] = [(label, colour.name()) for label, colour in renderer.legendSymbologyItems()]
     return summary
+
+
+def _legend(project, layer):
+    """(text, swatch colour) of each legend entry the layer tree shows for ``layer`` (colour None
+    for a heading)."""
+    from qgis.PyQt.QtCore import Qt
+
+    entries = []
+    for node in layer.legend().createLayerTreeModelLegendNodes(project.layerTreeRoot().findLayer(layer.id())):
+        icon = node.data(Qt.ItemDataRole.DecorationRole)
+        if hasattr(icon, "pixmap"):
+            image = icon.pixmap(16, 16).toImage()
+            entries.append((node.data(0), image.pixelColor(image.width() // 2, image.height() // 2).name()))
+        else:
+            entries.append((node.data(0), None))
+    return entries
 
 
 def test_robustness_shows_every_modality_stretched_to_the_data(loaded_run):
@@ -69,7 +86,44 @@ def test_robustness_shows_every_modality_stretched_to_the_data(loaded_run):
         assert stretch == pytest.approx((low, high), abs=1e-6), band
         assert (low, high) != (0.0, 1.0)  # what the data hold, not a fixed ramp
     assert summary["opacity"] == pytest.approx(OVERLAY_OPACITY)
-    assert "optical" in summary["legend"], summary["legend"]  # the legend names the modalities
+    # the legend names each channel's colour and modality with its stretch, beside that colour's swatch
+    expected = []
+    for band, (channel, swatch) in zip(summary["bands"], (("red", "#ff0000"), ("green", "#00ff00"),
+                                                           ("blue", "#0000ff"))):
+        if band > 0:
+            low, high, _ = _exact_range(results["ROBUSTNESS"], band)
+            modality = ("optical", "ndsm")[band - 1]
+            expected.append((f"{channel}: {modality} share, {low:.2f} (dark) to {high:.2f} (full {channel})", swatch))
+    assert summary["legend"] == expected
+
+
+def test_dominant_modality_legend_names_each_modality_in_its_colour(loaded_run):
+    from osgeo import gdal
+
+    from modalseg.engine import dominant
+    from modalseg.processing_provider.styling import OVERLAY_OPACITY
+
+    results, project = loaded_run
+    summary = _renderer_summary(project, Path(results["DOMINANT"]).name)
+    assert summary["type"] == "paletted"
+    assert summary["opacity"] == pytest.approx(OVERLAY_OPACITY)
+    dataset = gdal.Open(results["DOMINANT"])
+    leads = dataset.GetRasterBand(1).ReadAsArray()
+    dataset = None
+    present = sorted(set(np.unique(leads).tolist()) - {dominant.NODATA})
+    # one entry per value the file holds, in value order, named "<modality>: share a-b"
+    assert [label.split(":")[0] for label, _ in summary["symbology"]] == [
+        ("optical", "ndsm")[dominant.decode(v)[0]] for v in present]
+    assert {label.split(":")[0] for label, _ in summary["symbology"]} == {"optical", "ndsm"}
+    # each modality's hue, deepening over the steps present, ending at the full hue
+    for k, hue in enumerate(dominant.HUES[:2]):
+        colours = [colour for (label, colour), v in zip(summary["symbology"], present) if dominant.decode(v)[0] == k]
+        assert colours[-1] == hue
+        whiteness = [sum(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in colours]
+        assert whiteness == sorted(whiteness, reverse=True)
+    # the layer tree shows the same entries with those swatches, under the band's heading
+    assert summary["legend"][0] == ("Band 1: dominant modality (Palette)", None)
+    assert summary["legend"][1:] == summary["symbology"]
 
 
 def test_loaded_outputs_are_named_after_the_input_and_stacked_class_map_at_the_bottom(loaded_run):
