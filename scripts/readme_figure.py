@@ -3,9 +3,9 @@ styled as the plugin loads it, drawn by QGIS's own map renderer (headless) into 
 
     .venv/bin/python scripts/readme_figure.py [output.png]
 
-Three panels side by side: the orthophoto, the class map, and the robustness composite over the
-class map (as the layers stack in QGIS), each with its title; the robustness legend names the
-modality behind each colour.
+Four panels side by side: the orthophoto, the class map, the robustness composite and the dominant
+modality, each over the class map (as the layers stack in QGIS), with its title; under each
+overlay, its legend as the QGIS layer tree shows it (swatch and text).
 """
 import os
 import sys
@@ -18,7 +18,7 @@ DEMO = ROOT / "resources" / "demo" / "lidarprod_870000_6618000"
 DEFAULT_OUTPUT = ROOT / "docs" / "segment_demo.png"
 SCALE = 3  # output pixels per demo pixel (the tile is 200 x 125 px)
 TITLE_HEIGHT = 28
-LEGEND_HEIGHT = 26
+LEGEND_LINE = 18  # pixels per legend entry
 
 
 def _plugin_on_path() -> None:
@@ -52,6 +52,19 @@ def _render(layers: List, width: int, height: int):
     return image
 
 
+def _legend(project, layer) -> List:
+    """(text, icon) of each legend entry the layer tree shows for ``layer``, headings left out."""
+    from qgis.PyQt.QtCore import Qt
+
+    node_layer = project.layerTreeRoot().findLayer(layer.id())
+    entries = []
+    for node in layer.legend().createLayerTreeModelLegendNodes(node_layer):
+        icon = node.data(Qt.ItemDataRole.DecorationRole)
+        if hasattr(icon, "pixmap"):
+            entries.append((node.data(0), icon))
+    return entries
+
+
 def main(output: Path) -> Path:
     _plugin_on_path()
     from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
@@ -72,40 +85,43 @@ def main(output: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix="modalseg-figure-run-"))
     processing.runAndLoadResults("modalseg:segment", {
         "OPTICAL": f"{DEMO}_rgb.tif", "ELEVATION": f"{DEMO}_dsm.tif", "ELEVATION_TYPE": 1, "DTM": f"{DEMO}_dtm.tif",
-        "OUTPUT": str(work / "classes.tif"), "ROBUSTNESS": str(work / "robustness.tif")})
+        "OUTPUT": str(work / "classes.tif"), "ROBUSTNESS": str(work / "robustness.tif"),
+        "DOMINANT": str(work / "dominant.tif")})
     project = QgsProject.instance()
     loaded = {Path(layer.source()).name: layer for layer in project.mapLayers().values()}
-    classes, robustness = loaded["classes.tif"], loaded["robustness.tif"]
+    classes, robustness, leads = loaded["classes.tif"], loaded["robustness.tif"], loaded["dominant.tif"]
     ortho = QgsRasterLayer(f"{DEMO}_rgb.tif", "orthophoto")
     width, height = ortho.width() * SCALE, ortho.height() * SCALE
-    renderer = robustness.renderer()
-    colours = [("red", renderer.redBand()), ("green", renderer.greenBand()), ("blue", renderer.blueBand())]
-    legend = ", ".join(f"{colour} = {robustness.bandName(band).split(': ', 1)[-1]}"
-                       for colour, band in colours if band > 0)
-    panels = [("Orthophoto (IGN - LiDAR HD)", _render([ortho], width, height)),
-              ("Classes (default model)", _render([classes], width, height)),
-              ("Robustness over the classes", _render([robustness, classes], width, height))]
-    figure = QImage(width * len(panels), height + TITLE_HEIGHT + LEGEND_HEIGHT, QImage.Format.Format_ARGB32)
+    panels = [("Orthophoto (IGN - LiDAR HD)", _render([ortho], width, height), []),
+              ("Classes (default model)", _render([classes], width, height), _legend(project, classes)),
+              ("Share of each input", _render([robustness, classes], width, height), _legend(project, robustness)),
+              ("Dominant input", _render([leads, classes], width, height), _legend(project, leads))]
+    lines = max(len(legend) for _, _, legend in panels)
+    figure = QImage(width * len(panels), height + TITLE_HEIGHT + LEGEND_LINE * lines + 8, QImage.Format.Format_ARGB32)
     figure.fill(QColor("white"))
     painter = QPainter(figure)
     font = QFont("DejaVu Sans")
     font.setPixelSize(15)
     painter.setFont(font)
     painter.setPen(QColor("#222222"))
-    for index, (title, image) in enumerate(panels):
+    for index, (title, image, legend) in enumerate(panels):
         painter.drawText(QRect(index * width, 0, width, TITLE_HEIGHT), Qt.AlignmentFlag.AlignCenter, title)
         painter.drawImage(index * width, TITLE_HEIGHT, image)
-    names = ", ".join(f"{c.label}" for c in classes.renderer().classes())
-    painter.drawText(QRect(0, height + TITLE_HEIGHT, 2 * width, LEGEND_HEIGHT), Qt.AlignmentFlag.AlignCenter,
-                     f"classes: {names}")
-    painter.drawText(QRect(2 * width, height + TITLE_HEIGHT, width, LEGEND_HEIGHT), Qt.AlignmentFlag.AlignCenter,
-                     f"share of each input: {legend}")
+        font.setPixelSize(12)
+        painter.setFont(font)
+        for line, (text, icon) in enumerate(legend):
+            top = height + TITLE_HEIGHT + 4 + line * LEGEND_LINE
+            painter.drawPixmap(index * width + 6, top + 1, icon.pixmap(14, 14))
+            painter.drawText(QRect(index * width + 26, top, width - 30, LEGEND_LINE),
+                             Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, text)
+        font.setPixelSize(15)
+        painter.setFont(font)
     painter.end()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.save(str(output))
     print(f"wrote {output} ({figure.width()} x {figure.height()} px); layers: "
           + " / ".join(node.layer().name() for node in project.layerTreeRoot().findLayers()))
-    del renderer, classes, robustness, ortho, loaded
+    del classes, robustness, leads, ortho, loaded, panels
     project.removeAllMapLayers()
     plugin.unload()
     app.exitQgis()
