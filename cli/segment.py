@@ -31,7 +31,8 @@ package file (.onnx with its .json beside it, or its folder).
 
 Outputs: the class map (one byte per pixel, class names and colours from the model), robustness
 (one band per modality used: its share of the decision, 0-1), class probabilities and confidence
-(nodata -1). All GeoTIFF; a failed or cancelled run (Ctrl-C) leaves no file.
+(nodata -1), the dominant modality (which input leads, by how much). All GeoTIFF; a failed or
+cancelled run (Ctrl-C) leaves no file.
 
 Cluster: --dask local:N runs the blocks of the raster on N local worker processes, --dask
 tcp://host:8786 on an existing Dask cluster whose workers read the inputs, the package and the
@@ -70,6 +71,8 @@ def add_parser(commands: Any) -> None:
     outputs.add_argument("--robustness", metavar="TIF", help="share of each modality (one band per modality used)")
     outputs.add_argument("--probabilities", metavar="TIF", help="class probabilities (one band per class)")
     outputs.add_argument("--confidence", metavar="TIF", help="top class probability")
+    outputs.add_argument("--dominant", metavar="TIF", help="dominant modality: which input leads at each pixel, "
+                         "and by how much")
 
     advanced = parser.add_argument_group("advanced")
     advanced.add_argument("--tile-size", type=int, default=0, metavar="PX", help="tile side (0 = the model's)")
@@ -197,7 +200,7 @@ def run(args: argparse.Namespace, log=print) -> int:
 
     with engine.gdal_mode.gdal_exceptions():
         layers = _layers(engine, args)
-        outputs = engine.OutputPaths(args.output, args.robustness, args.probabilities, args.confidence)
+        outputs = engine.OutputPaths(args.output, args.robustness, args.probabilities, args.confidence, args.dominant)
         engine.check_outputs(outputs, [layer.path for layer in layers.values()])
         package, candidates = _package(engine, args, layers, log)
         log(f"Model: {package.metadata.name} {package.metadata.version} ({package.metadata.architecture}) "
