@@ -23,7 +23,7 @@ from ...engine.package import ModelPackage, load_package
 from ..data.chips import IGNORE
 from .labels import LabelInput, Log
 from .metadata import new_metadata
-from .network import freeze, start_network
+from .network import freeze, keep_batch_norm_statistics, start_network
 from .options import FINETUNE_DEFAULTS, FinetuneOptions
 from .prepare import TrainingData, prepare_training_data
 from .results import EpochReport, FinetuneResult
@@ -168,6 +168,7 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
     t0 = time.time()
     for epoch in range(1, epochs + 1):
         net.train()
+        keep_batch_norm_statistics(net)
         loss_sum, done = 0.0, 0
         for _ in range(steps):
             if is_cancelled():

@@ -67,3 +67,14 @@ def freeze(net: Any, how: str, num_classes: int, log: Log) -> None:
     else:
         log(f"frozen: {how} ({frozen / max(1, total):.0%} of {total} parameters)")
 
+
+def keep_batch_norm_statistics(net: Any) -> None:
+    """Put every BatchNorm layer back in evaluation mode after ``net.train()``: its running statistics
+    stay the package's. A few polygons give chips too few and too alike to re-estimate them; measured
+    on a held-out LiDAR tile (benchmarks/few_labels), re-estimating them took the fine-tune validation
+    mIoU from 0.70 to 0.19 in the first epoch, keeping them held it at 0.70."""
+    from torch import nn
+
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()

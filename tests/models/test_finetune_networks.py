@@ -52,3 +52,6 @@ def test_finetune_each_network(architecture, scene, tmp_path):
     frozen = [k for k in trainable if k.startswith(encoder)]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in trainable if not k.startswith(encoder))
+    # BatchNorm statistics stay the package's (a few labels cannot re-estimate them), in every layer
+    statistics = [k for k in before if "running_" in k]
+    assert all(torch.equal(before[k], after[k]) for k in statistics)
