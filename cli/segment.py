@@ -8,7 +8,8 @@ import signal
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..engine.vocabulary import BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, ELEVATION_TYPES, RUNTIMES, keys
+from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, ELEVATION_TYPES, PRECISIONS, RUNTIMES,
+                                 SAR_SCALES, keys)
 from ..processing_provider.paths import BUNDLED_MODELS_DIR, DEFAULT_BUNDLED_MODEL
 from .progress import ProgressBar
 
@@ -59,6 +60,7 @@ def add_parser(commands: Any) -> None:
     layers.add_argument("--dtm", metavar="RASTER", help="terrain model (bare earth, metres): turns a DSM into an nDSM")
     layers.add_argument("--sar", metavar="RASTER", help="SAR image (intensity, dB or linear)")
     layers.add_argument("--sar-bands", metavar="BANDS", help="SAR bands in the model's order, e.g. 1,2 for VV,VH")
+    layers.add_argument("--sar-scale", choices=keys(SAR_SCALES), default=SAR_SCALES[0][0], help=_choices(SAR_SCALES))
     layers.add_argument("--nir", metavar="RASTER", help="near-infrared image, when separate from the optical one")
     layers.add_argument("--nir-band", metavar="BAND", help="band of the NIR layer (default 1)")
 
@@ -82,6 +84,8 @@ def add_parser(commands: Any) -> None:
     advanced.add_argument("--batch-size", type=int, default=4, metavar="N", help="tiles per network call")
     advanced.add_argument("--device", choices=keys(DEVICES), default=DEVICES[0][0], help=_choices(DEVICES))
     advanced.add_argument("--runtime", choices=keys(RUNTIMES), default=RUNTIMES[0][0], help=_choices(RUNTIMES))
+    advanced.add_argument("--precision", choices=keys(PRECISIONS), default=PRECISIONS[0][0],
+                          help=_choices(PRECISIONS))
     advanced.add_argument("--threads", type=int, metavar="N", help="runtime threads (default: this machine's cores)")
     advanced.add_argument("--output-crs", metavar="CRS", help="output CRS (EPSG:2154, WKT...; default the "
                           "reference layer's)")
@@ -111,8 +115,9 @@ def _layers(engine: Any, args: argparse.Namespace) -> Dict[str, Any]:
     for role, (path, bands) in given.items():
         if path:
             band_list = engine.parse_band_list(bands, f"--{role}-band{'s' if role in ('optical', 'sar') else ''}")
-            elevation_type = args.elevation_type if role == "elevation" else "auto"
-            layers[role] = engine.LayerInput(path, bands=band_list, elevation_type=elevation_type)
+            layers[role] = engine.LayerInput(path, bands=band_list,
+                                             elevation_type=args.elevation_type if role == "elevation" else "auto",
+                                             sar_scale=args.sar_scale if role == "sar" else "auto")
     return layers
 
 
@@ -176,7 +181,8 @@ def _options(engine: Any, args: argparse.Namespace) -> Any:
         batch_size=max(1, args.batch_size), device=args.device, runtime=args.runtime, blend=args.blend,
         min_mapping_unit=args.min_mapping_unit, smoothing_radius=args.smoothing, threads=args.threads,
         tile_rows_per_block=max(0, args.block_tile_rows), cloud_optimized=args.cog,
-        ground_window_m=args.ground_window, network_loader=network_loader, scheduler=args.dask or None)
+        ground_window_m=args.ground_window, network_loader=network_loader, precision=args.precision,
+        scheduler=args.dask or None)
 
 
 class _Interrupt:

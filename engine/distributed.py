@@ -93,6 +93,7 @@ class BlockJob:
     # (with the same blocks and batches) gives the same bits.
     threads: int
     network_loader: Optional[NetworkLoader]
+    precision: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,10 @@ def _runner(job: BlockJob):
     package = _PACKAGES.get(job.package_path)
     if package is None:
         package = _PACKAGES[job.package_path] = load_package(job.package_path)
-    key = (job.package_path, job.runtime, job.device, job.threads)
+    key = (job.package_path, job.runtime, job.device, job.threads, job.precision)
     if key not in _RUNNERS:
-        _RUNNERS[key] = make_runner(package, job.runtime, job.device, job.threads, job.network_loader)
+        _RUNNERS[key] = make_runner(package, job.runtime, job.device, job.threads, job.network_loader,
+                                    job.precision)
     return package, _RUNNERS[key]
 
 

@@ -235,7 +235,7 @@ def _dask_blocks(package: ModelPackage, sources: Sequence[Source], readers: Dict
 
     job = BlockJob(str(package.onnx_path), tuple(sources), {name: r.stretch for name, r in readers.items()}, stats,
                    network_grid, plan, presence, tuple(used), options.blend, options.batch_size, options.runtime,
-                   options.device, options.threads or cpu_threads(), options.network_loader)
+                   options.device, options.threads or cpu_threads(), options.network_loader, options.precision)
     return DaskBlocks(options.scheduler, job, pipeline, log)
 
 
