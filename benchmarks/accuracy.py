@@ -45,7 +45,7 @@ expose_plugin_package()
 from modalseg.engine.metrics import confusion_from_values, per_class  # noqa: E402
 from modalseg.engine.package import list_packages, load_package  # noqa: E402
 from modalseg.engine.runtime import make_runner  # noqa: E402
-from modalseg.models.held_out import evaluate_held_out, format_table  # noqa: E402
+from modalseg.models.held_out import HeldOutArea, evaluate_held_out, format_table, segment_area  # noqa: E402
 from modalseg.benchmarks.flood import flood_table, is_flood_package, print_flood_table  # noqa: E402
 from modalseg.models.data.chips import split_area  # noqa: E402
 from modalseg.models.data.rasters import find_lidar_stacks  # noqa: E402
@@ -166,21 +166,15 @@ def print_table(title: str, res: Dict) -> None:
 
 
 def segment_houses(package, stack) -> Dict[str, float]:
-    """The whole houses tile through ``run_segmentation`` (what `segment` runs), scored against its
+    """The whole houses tile through ``segment`` (``models.held_out.segment_area``), scored against its
     labels (0 = unlabelled is ignored)."""
     import tempfile
 
     from osgeo import gdal
 
-    from modalseg.engine import GridRequest, LayerInput, OutputPaths, RunOptions, bind_modalities, run_segmentation
-
-    layers = {"optical": LayerInput(str(stack.files["rgb"])),
-              "elevation": LayerInput(str(stack.files["ndsm"]), elevation_type="ndsm")}
-    sources, _ = bind_modalities(package.metadata, layers)
+    area = HeldOutArea(stack.name, "houses", stack.label, {"rgb": stack.files["rgb"], "ndsm": stack.files["ndsm"]})
     with tempfile.TemporaryDirectory() as folder:
-        out = str(Path(folder) / "classes.tif")
-        run_segmentation(sources, package, GridRequest(), OutputPaths(out), RunOptions())
-        predicted = gdal.Open(out).ReadAsArray()
+        predicted = segment_area(package, area, ("optical", "ndsm"), Path(folder))
     label = gdal.Open(str(stack.label)).ReadAsArray()
     values = package.metadata.class_values
     iou = per_class(confusion_from_values(label, predicted, values, ignore_values=(0,)))["iou"]
