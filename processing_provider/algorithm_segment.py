@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
 )
 
 from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, PRECISIONS, RUNTIMES, SAR_SCALES,
@@ -54,6 +55,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
     SMOOTHING = "SMOOTHING"
     GROUND_WINDOW = "GROUND_WINDOW"
     PRECISION = "PRECISION"
+    DASK_SCHEDULER = "DASK_SCHEDULER"
     OUTPUT = "OUTPUT"
     ROBUSTNESS = "ROBUSTNESS"
     PROBABILITIES = "PROBABILITIES"
@@ -167,6 +169,11 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "take dB: linear power is converted (10 log10) before normalisation. Auto decides from the values "
             "and says why in the log; complex samples (SLC) are always turned into intensity, with a warning.",
             advanced=True)
+        add(QgsProcessingParameterString(self.DASK_SCHEDULER, "Dask scheduler address (optional)", optional=True),
+            "Sends the blocks of the raster to an existing Dask cluster, e.g. tcp://host:8786 (or local:N for N "
+            "worker processes on this machine); empty = run here. Every worker must read the input layers, the "
+            "model package and the output folder at the same paths. Needs the Python packages dask and "
+            "distributed (Install dependencies, profile 'distributed').", advanced=True)
 
         add(QgsProcessingParameterRasterDestination(self.OUTPUT, "Classified raster"),
             "One byte per pixel with the model's class values, names and colours (GeoTIFF).")
@@ -303,7 +310,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             smoothing_radius=self.parameterAsInt(parameters, self.SMOOTHING, context),
             cloud_optimized=self.parameterAsBoolean(parameters, self.CLOUD_OPTIMIZED, context),
             ground_window_m=self.parameterAsDouble(parameters, self.GROUND_WINDOW, context),
-            precision=key_at(PRECISIONS, self.parameterAsEnum(parameters, self.PRECISION, context)))
+            precision=key_at(PRECISIONS, self.parameterAsEnum(parameters, self.PRECISION, context)),
+            scheduler=self.parameterAsString(parameters, self.DASK_SCHEDULER, context).strip() or None)
 
     @staticmethod
     def _log_report(feedback: QgsProcessingFeedback, metadata: Any, report: Any) -> None:
