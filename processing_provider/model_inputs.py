@@ -76,7 +76,11 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
         self.add(QgsProcessingParameterEnum(self.ELEVATION_TYPE, "Elevation layer type", labels(ELEVATION_TYPES),
                                             defaultValue=0),
                  "Whether the elevation layer is a DSM or an nDSM. With a DTM below, a DSM is turned into an "
-                 "nDSM (DSM - DTM) for models that expect one.")
+                 "nDSM (DSM - DTM) for models that expect one. Auto judges from the heights: a layer whose "
+                 "lowest heights sit far above 0 m, or with heights below 0 m, is a DSM. It cannot tell an nDSM "
+                 "with no ground in it (closed forest: every height well above 0 m, taken as a DSM) nor a DSM "
+                 "of land within about half a metre of sea level (taken as an nDSM); choose the type there. "
+                 "The log says what Auto decided and why.")
         self.add(QgsProcessingParameterRasterLayer(self.DTM, "Terrain model: DTM (metres)", optional=True),
                  "Digital terrain model (bare-earth heights), used only to derive an nDSM from a DSM.")
         self.add(QgsProcessingParameterRasterLayer(self.SAR, "SAR image (intensity, dB or linear)", optional=True),
