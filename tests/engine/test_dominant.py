@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from modalseg.engine import GridRequest, LayerInput, OutputPaths, RunOptions, bind_modalities, run_segmentation
+from modalseg.engine import (GridRequest, LayerInput, OutputPaths, RunOptions, bind_modalities, load_package,
+                             run_segmentation)
 from modalseg.engine import dominant
+from tests.fixtures.onnx_models import make_pixelwise
 
 
 def _run(package, houses, folder, **paths):
@@ -52,6 +54,17 @@ def test_dominant_modality_alone_needs_no_robustness_file(package, houses, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml")) == ["classes.tif",
                                                                                              "dominant.tif"]
     assert len(report.outputs) == 2
+
+
+def test_a_model_without_robustness_says_so_and_writes_no_dominant_modality(houses, tmp_path):
+    package = load_package(make_pixelwise(tmp_path / "model", has_robustness=False))
+    out = tmp_path / "out"
+    out.mkdir()
+    report = _run(package, houses, out, dominant=str(out / "dominant.tif"))
+    assert "model 'pixelwise' does not produce robustness maps; no robustness or dominant-modality map written" \
+        in [w.removeprefix("Warning: ") for w in report.warnings]
+    assert sorted(report.outputs) == ["classes"]
+    assert not (out / "dominant.tif").exists()
 
 
 def test_categories_cover_an_even_split_to_one_and_deepen_with_the_share():
