@@ -193,8 +193,8 @@ class DaskBlocks:
 
     def __init__(self, address: str, job: BlockJob, pipeline: TilePipeline, log: Callable[[str], None]):
         self.address, self.job, self.pipeline, self.log = address, job, pipeline, log
-        self.submitted = 0  # tasks sent, for tests and benchmarks
         self.workers: Dict[str, int] = {}  # worker address -> process id, once connected
+        self.seconds: Dict[str, float] = {}  # wall time of the tasks and of the assembly, once done
 
     def __call__(self, sink: OutputSet, progress: Progress, tile_rows_per_block: int = 0,
                  max_block_width: int = 0) -> None:
@@ -206,8 +206,16 @@ class DaskBlocks:
             client, cluster = _connect(self.address)
             self.workers = client.run(os.getpid)
             self.log(f"Dask: {len(blocks)} blocks as tasks on {len(self.workers)} worker(s) of {self.address}")
+            if len(blocks) < 2 * len(self.workers):
+                self.log("Dask: fewer than two blocks per worker, so some workers idle; fewer tile rows per block "
+                         "split the job finer (tile_rows_per_block, --block-tile-rows)")
+            started = time.perf_counter()
             results = self._run(client, blocks, sink, folder, progress)
+            ran = time.perf_counter()
             self._assemble(results, sink, folder)
+            self.seconds = {"tasks": ran - started, "assembly": time.perf_counter() - ran}
+            self.log(f"Dask: the {len(blocks)} tasks took {self.seconds['tasks']:.1f} s; assembling their parts "
+                     f"{self.seconds['assembly']:.1f} s")
         finally:
             if client is not None:
                 client.close()
@@ -226,7 +234,6 @@ class DaskBlocks:
             future = client.submit(run_block_task, self.job, block, parts, str(folder), retries=TASK_RETRIES,
                                    pure=False, key=f"modalseg-block-{folder.name[-8:]}-{index}")
             futures[future] = index
-            self.submitted += 1
         total = sum(tile_count(block) for block in blocks)
         done_tiles, results, pending = 0, [None] * len(blocks), set(futures)
         try:
