@@ -35,7 +35,7 @@ def sheets_vrt(folder: str) -> str:
     if not files:
         raise EngineError(f"'{folder}' is a folder without raster sheets ({', '.join(SHEET_SUFFIXES)}); give a "
                           "raster file, a .vrt or a folder of sheets")
-    path = f"/vsimem/modalseg-sheets/{hashlib.sha1(folder.encode()).hexdigest()[:16]}.vrt"
+    path = f"/vsimem/modalseg-sheets/{hashlib.sha256(folder.encode()).hexdigest()[:16]}.vrt"
     try:
         vrt = gdal.BuildVRT(path, files)
     except RuntimeError as exc:  # GDAL raises when its exceptions are on
