@@ -156,6 +156,8 @@ def _categories_present(path: str) -> Dict[int, str]:
     from osgeo import gdal
 
     dataset = gdal.Open(path)  # kept in a name: a band must not outlive its dataset
+    if dataset is None:  # gone since the run (GDAL's exceptions are off here): nothing to list
+        return {}
     band = dataset.GetRasterBand(1)
     nodata = band.GetNoDataValue()  # first: it loads the .aux.xml, which GetCategoryNames alone does not (GDAL 3.6)
     names = list(band.GetCategoryNames() or [])
