@@ -79,8 +79,17 @@ class LayerSet:
     labels: Optional[str] = None
 
     def describe(self) -> Dict[str, str]:
-        return {**{role: layer.path for role, layer in self.layers.items()},
-                **({LABELS_KEY: self.labels} if self.labels else {})}
+        return {**{role: _recorded(layer.path) for role, layer in self.layers.items()},
+                **({LABELS_KEY: _recorded(self.labels)} if self.labels else {})}
+
+
+def _recorded(path: str) -> str:
+    """A path as the metadata records it: files of the shared sample data relative to that folder
+    (``shared/data/...``, the same on every developer's machine), others as given."""
+    try:
+        return f"shared/data/{Path(path).resolve().relative_to(SHARED_DATA.resolve()).as_posix()}"
+    except ValueError:
+        return path
 
 
 @dataclass
