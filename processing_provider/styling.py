@@ -30,7 +30,6 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from ..engine import dominant
 from .base import is_set
 from .compat import STATS_MAX, STATS_MEAN, STATS_MIN
 
@@ -170,6 +169,8 @@ def _categories_present(path: str) -> Dict[int, str]:
 def apply_dominant_style(layer: QgsRasterLayer, opacity: float = OVERLAY_OPACITY) -> None:
     """Paletted renderer with one entry per (modality, share step) the file holds, named from the
     file's categories; each modality's hue runs from pale to full over the steps present."""
+    from ..engine import dominant  # needs numpy: loaded when a layer is styled, not with the plugin
+
     names = _categories_present(layer.source())
     present = sorted(names)
     steps: Dict[int, List[int]] = {}
