@@ -122,21 +122,20 @@ class _ShiftedSink:
         self.part.write(replace(rows, x=rows.x - self.x0, y=rows.y - self.y0))
 
 
-_PACKAGES: Dict[str, ModelPackage] = {}
-_RUNNERS: Dict[tuple, object] = {}
+_RUNNERS: Dict[tuple, Tuple[ModelPackage, object]] = {}
 
 
 def _runner(job: BlockJob):
-    """One package and runtime session per worker process and job settings (building an ONNX Runtime
-    session costs more than a small block)."""
-    package = _PACKAGES.get(job.package_path)
-    if package is None:
-        package = _PACKAGES[job.package_path] = load_package(job.package_path)
+    """The package and runtime session of the job, kept by the worker process for the job's next
+    blocks (building an ONNX Runtime session costs more than a small block); a job with other
+    settings replaces them, so a long-lived worker holds one session."""
     key = (job.package_path, job.runtime, job.device, job.threads, job.precision)
     if key not in _RUNNERS:
-        _RUNNERS[key] = make_runner(package, job.runtime, job.device, job.threads, job.network_loader,
-                                    job.precision)
-    return package, _RUNNERS[key]
+        _RUNNERS.clear()
+        package = load_package(job.package_path)
+        _RUNNERS[key] = (package, make_runner(package, job.runtime, job.device, job.threads, job.network_loader,
+                                              job.precision))
+    return _RUNNERS[key]
 
 
 def run_block_task(job: BlockJob, block: Block, parts: OutputPaths, parts_folder: str) -> BlockResult:
@@ -225,7 +224,7 @@ class DaskBlocks:
 
     def _run(self, client, blocks: Sequence[Block], sink: OutputSet, folder: Path,
              progress: Progress) -> List[BlockResult]:
-        from distributed import wait
+        from distributed import as_completed
 
         outputs = list(sink.writers)  # named as OutputPaths fields
         futures = {}
@@ -235,19 +234,20 @@ class DaskBlocks:
                                    pure=False, key=f"modalseg-block-{folder.name[-8:]}-{index}")
             futures[future] = index
         total = sum(tile_count(block) for block in blocks)
-        done_tiles, results, pending = 0, [None] * len(blocks), set(futures)
+        done_blocks, done_tiles, results = 0, 0, [None] * len(blocks)
+        finished = as_completed(list(futures))
         try:
-            while pending:
+            while not finished.is_empty():
                 if self.pipeline.is_cancelled():
                     raise Cancelled("cancelled by the user")
-                try:
-                    done, pending = wait(pending, timeout=0.25, return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    continue
-                for future in done:
+                batch = finished.next_batch(block=False)  # polled, so a cancel is seen within a tenth of a second
+                if not batch:
+                    time.sleep(0.1)
+                for future in batch:
                     results[futures[future]] = self._result(future)
+                    done_blocks += 1
                     done_tiles += tile_count(blocks[futures[future]])
-                    progress(done_tiles / total, f"block {len(blocks) - len(pending)}/{len(blocks)} "
+                    progress(done_tiles / total, f"block {done_blocks}/{len(blocks)} "
                              f"(tile {round(done_tiles * self.job.plan.count / total)}/{self.job.plan.count})")
         except BaseException:
             (folder / _CANCEL_MARK).touch(exist_ok=True)
