@@ -97,7 +97,9 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "leaves no file.</p>"
             "<p><b>Advanced.</b> Tile size and overlap default to the model's; the blend window "
             "weights overlapping tiles so seams vanish. The network runs on a CUDA GPU when one is "
-            "available (device <i>auto</i>).</p>"
+            "available (device <i>auto</i>). <i>Dask scheduler address</i> sends the blocks of the raster to a "
+            "Dask cluster (the same files, bit for bit, when its workers use as many runtime threads as this "
+            "machine); the same run without QGIS: <i>python -m modalseg segment --help</i>.</p>"
             "<p>Requires the Python package <i>onnxruntime</i> (and <i>torch</i> for the PyTorch runtime).</p>"
         )
 
