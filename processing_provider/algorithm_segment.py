@@ -98,8 +98,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "<p><b>Advanced.</b> Tile size and overlap default to the model's; the blend window "
             "weights overlapping tiles so seams vanish. The network runs on a CUDA GPU when one is "
             "available (device <i>auto</i>). <i>Dask scheduler address</i> sends the blocks of the raster to a "
-            "Dask cluster (the same files, bit for bit, when its workers use as many runtime threads as this "
-            "machine); the same run without QGIS: <i>python -m modalseg segment --help</i>.</p>"
+            "Dask cluster: the same files, bit for bit (each task uses as many runtime threads as this machine "
+            "has cores, as a run here does). The same run without QGIS: <i>python -m modalseg segment --help</i>.</p>"
             "<p>Requires the Python package <i>onnxruntime</i> (and <i>torch</i> for the PyTorch runtime).</p>"
         )
 
