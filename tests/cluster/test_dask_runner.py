@@ -148,3 +148,22 @@ def test_cancel_leaves_nothing(package, wide_scene, tmp_path, cluster):
         _run(package, wide_scene, tmp_path / "dask", address, progress=lambda f, t: asked.append(f),
              is_cancelled=lambda: bool(asked))
     assert asked and list((tmp_path / "dask").iterdir()) == []
+
+
+def test_a_task_failing_on_the_workers_fails_the_job_in_one_sentence_and_leaves_nothing(package, wide_scene,
+                                                                                       tmp_path, cluster):
+    address, _ = cluster
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    layers = {}
+    for name, path in wide_scene.items():
+        layers[name] = str(inputs / Path(path).name)
+        Path(layers[name]).write_bytes(Path(path).read_bytes())
+
+    def remove_the_ndsm(fraction, text):  # the blocks still to run cannot read it any more
+        if fraction > 0 and os.path.exists(layers["ndsm"]):
+            os.remove(layers["ndsm"])
+
+    with pytest.raises(EngineError, match=r"^raster '.*ndsm\.tif' does not exist$"):
+        _run(package, layers, tmp_path / "dask", address, progress=remove_the_ndsm)
+    assert list((tmp_path / "dask").iterdir()) == []
