@@ -6,8 +6,9 @@
 Per held-out area (``models.data.holdout``: the four LiDAR tiles, nDSM only, and the BD ORTHO
 optical area, optical only): a seeded procedure (``draw_polygons``) draws at most 20 blobs inside
 the reference class regions of the area's left half, together covering at most 5 % of that half
-(classes taken in turn, so every class of the half gets polygons; each blob is the part of its
-class region within a disk around a seed pixel drawn away from the region's edge), and writes them
+(polygons per class in proportion to its share of the half, at least one for every class; each
+blob is the part of its class region within a disk around a seed pixel drawn away from the
+region's edge), and writes them
 as polygons with a ``class`` field to a GeoPackage (``gdal.Polygonize``). The package is then
 fine-tuned on them through ``models.finetune.finetune``, the function the *Fine-tune a model on your
 labels* algorithm calls, with the algorithm's defaults but a time budget (``--minutes``, 1 CPU
@@ -54,13 +55,15 @@ from modalseg.engine.errors import EngineError  # noqa: E402
 from modalseg.engine.grid import grid_of  # noqa: E402
 from modalseg.engine.metrics import confusion_from_values  # noqa: E402
 from modalseg.engine.package import ModelPackage, load_package  # noqa: E402
+from modalseg.models.finetune.options import FREEZE_CHOICES  # noqa: E402
 from modalseg.models.held_out import (OPTICAL_GROUP, HeldOutArea, area_layers, figures, held_out_areas,  # noqa: E402
-                                      segment_area, store_metrics)
+                                      segment_area, stale_variants_note, store_metrics)
 
 MAX_POLYGONS = 20
 MAX_COVER = 0.05  # of the half's pixels
 SEED = 13
 MIN_CLASS_PIXELS = 20  # a class with fewer pixels in the half gets no polygon
+DEFAULT_FREEZE = "encoder"  # the algorithm's choice "for small label sets"
 LANDSAT_FOLDER = "nc_landsat_landclass"
 LANDSAT_CLASSES = {1: "developed", 2: "agriculture", 3: "herbaceous", 4: "shrubland", 5: "forest", 6: "water",
                    7: "sediment"}
@@ -79,47 +82,52 @@ def _halves(width: int) -> Tuple[slice, slice]:
     return slice(0, width // 2), slice(width // 2, width)
 
 
+def polygon_quota(half: np.ndarray, class_values: List[int]) -> Dict[int, int]:
+    """Polygons per class: in proportion to the class's share of the half, at least one for every class
+    with ``MIN_CLASS_PIXELS``, ``MAX_POLYGONS`` in all. Equal numbers per class would hand the fine-tune
+    a class prior unlike the area's (a few 'other' pixels drawn as often as the ground)."""
+    counts = {v: int((half == v).sum()) for v in class_values}
+    present = {v: c for v, c in counts.items() if c >= MIN_CLASS_PIXELS}
+    total = sum(present.values())
+    quota = {v: max(1, round(MAX_POLYGONS * c / total)) for v, c in present.items()}
+    while sum(quota.values()) > MAX_POLYGONS:  # the minimum of one each may overshoot: trim the largest
+        quota[max(quota, key=lambda v: quota[v])] -= 1
+    return quota
+
+
 def draw_polygons(label: np.ndarray, class_values: List[int], rng: np.random.Generator) -> np.ndarray:
-    """Blob raster (class value, 0 = none) over ``label``'s left half: <= MAX_POLYGONS blobs, each
-    inside one class region and apart from the others, <= MAX_COVER of the half in total."""
+    """Blob raster (class value, 0 = none) over ``label``'s left half: <= MAX_POLYGONS blobs (per class
+    as ``polygon_quota`` says), each inside one class region and apart from the others, <= MAX_COVER of
+    the half in total."""
     left, _ = _halves(label.shape[1])
     half = label[:, left]
     budget = MAX_COVER * half.size
     # Blobs are disks clipped to their class region, so most are smaller than a full disk: a disk of
     # 1.5 x the radius of an equal share brings the total near the budget on real tiles.
     radius = max(1.5, 1.5 * math.sqrt(budget / MAX_POLYGONS / math.pi))
-    present = [v for v in class_values if (half == v).sum() >= MIN_CLASS_PIXELS]
-    rng.shuffle(present)
+    order = [v for v, n in polygon_quota(half, class_values).items() for _ in range(n)]
+    rng.shuffle(order)
     blobs = np.zeros(half.shape, np.uint8)
     yy, xx = np.mgrid[:half.shape[0], :half.shape[1]]
     used = 0
-    for i in range(MAX_POLYGONS * 3):  # seeds whose blob does not fit are skipped, so allow retries
-        if not present or used >= budget:
-            break
-        value = present[i % len(present)]
-        free = (half == value) & ~ndimage.binary_dilation(blobs > 0, iterations=2)
-        inner = ndimage.binary_erosion(free, iterations=2)
-        candidates = np.flatnonzero(inner if inner.any() else free)
-        if not candidates.size:
-            present.remove(value)
-            continue
-        sy, sx = np.unravel_index(candidates[rng.integers(candidates.size)], half.shape)
-        disk = free & ((yy - sy) ** 2 + (xx - sx) ** 2 <= radius ** 2)
-        parts, _ = ndimage.label(disk)  # 4-connected: one blob, one polygon
-        blob = parts == parts[sy, sx]
-        if used + blob.sum() > budget:
-            continue  # too big for what is left of the budget: another seed may fit
-        blobs[blob] = value
-        used += int(blob.sum())
-        if _blob_count(blobs) >= MAX_POLYGONS:
-            break
+    for value in order:
+        for _ in range(3):  # a blob too big for what is left of the budget: another seed may fit
+            free = (half == value) & ~ndimage.binary_dilation(blobs > 0, iterations=2)
+            inner = ndimage.binary_erosion(free, iterations=2)
+            candidates = np.flatnonzero(inner if inner.any() else free)
+            if not candidates.size:
+                break
+            sy, sx = np.unravel_index(candidates[rng.integers(candidates.size)], half.shape)
+            disk = free & ((yy - sy) ** 2 + (xx - sx) ** 2 <= radius ** 2)
+            parts, _ = ndimage.label(disk)  # 4-connected: one blob, one polygon
+            blob = parts == parts[sy, sx]
+            if used + blob.sum() <= budget:
+                blobs[blob] = value
+                used += int(blob.sum())
+                break
     out = np.zeros(label.shape, np.uint8)
     out[:, left] = blobs
     return out
-
-
-def _blob_count(blobs: np.ndarray) -> int:
-    return sum(ndimage.label(blobs == v)[1] for v in np.unique(blobs[blobs > 0]))
 
 
 def write_polygons(blobs: np.ndarray, reference: Path, path: Path) -> Polygons:
@@ -156,20 +164,19 @@ def _right_half_miou(package: ModelPackage, area: HeldOutArea, subset: Tuple[str
 
 
 def _finetune(package: ModelPackage, area: HeldOutArea, subset: Tuple[str, ...], labels, out: Path,
-              minutes: float, log) -> Tuple[ModelPackage, float]:
+              minutes: float, freeze: str, log) -> Tuple[ModelPackage, float]:
     from modalseg.models.finetune import FINETUNE_DEFAULTS, finetune
 
     sources, _ = bind_modalities(package.metadata, area_layers(package, area, subset))
-    # The algorithm's defaults, but its choice "for small label sets": frozen encoders (measured: with
-    # every layer trained, no epoch beat the starting model on the fine-tune validation strip).
-    options = replace(FINETUNE_DEFAULTS, minutes=minutes, threads=1, device="cpu", seed=SEED, freeze="encoder")
+    # The algorithm's defaults but for the budget and what to freeze (FREEZE, chosen with --freeze).
+    options = replace(FINETUNE_DEFAULTS, minutes=minutes, threads=1, device="cpu", seed=SEED, freeze=freeze)
     started = time.perf_counter()
     result = finetune(package.onnx_path, sources, labels, out, options, log=log)
     return load_package(result.onnx_path), time.perf_counter() - started
 
 
 def few_labels_area(package: ModelPackage, area: HeldOutArea, subset: Tuple[str, ...], minutes: float,
-                    work: Path, log) -> Dict[str, object]:
+                    freeze: str, work: Path, log) -> Dict[str, object]:
     from modalseg.models.finetune import LabelInput
 
     values = list(package.metadata.class_values)
@@ -179,7 +186,7 @@ def few_labels_area(package: ModelPackage, area: HeldOutArea, subset: Tuple[str,
     untuned = _right_half_miou(package, area, subset, reference, values, work)
     tuned_package, seconds = _finetune(package, area, subset, LabelInput(vector=str(polygons.path),
                                                                           class_field="class"),
-                                       work / f"{area.name}-tuned", minutes, log)
+                                       work / f"{area.name}-tuned", minutes, freeze, log)
     tuned = _right_half_miou(tuned_package, area, subset, reference, values, work)
     return {"subset": "+".join(subset), "polygons": polygons.count, "cover_percent": round(100 * polygons.cover, 2),
             "classes": list(polygons.classes), "untuned_miou": untuned["miou"], "tuned_miou": tuned["miou"],
@@ -196,7 +203,8 @@ def landsat_area(data: Path, work: Path) -> Tuple[HeldOutArea, Path]:
                        {"rgb": vrt}), folder / "strata.tif"
 
 
-def new_class_scheme(package: ModelPackage, data: Path, minutes: float, work: Path, log) -> Dict[str, object]:
+def new_class_scheme(package: ModelPackage, data: Path, minutes: float, freeze: str, work: Path,
+                     log) -> Dict[str, object]:
     """Seven new classes from the west half's labelled pixels; mIoU on the east half's labelled pixels."""
     from modalseg.models.finetune import LabelInput
 
@@ -216,7 +224,7 @@ def new_class_scheme(package: ModelPackage, data: Path, minutes: float, work: Pa
     out = ref = None
     mapping = {str(v): f"new:{name}" for v, name in LANDSAT_CLASSES.items()}
     tuned, seconds = _finetune(package, area, ("optical",), LabelInput(raster=str(west_path), mapping=mapping),
-                               work / "landsat-tuned", minutes, log)
+                               work / "landsat-tuned", minutes, freeze, log)
     value_of = {v: next(c.value for c in tuned.metadata.classes if c.name == name)
                 for v, name in LANDSAT_CLASSES.items()}
     values = [value_of[v] for v in LANDSAT_CLASSES]
@@ -237,8 +245,9 @@ def _mean_all(f: Dict[str, object]) -> Optional[float]:
 
 
 PROTOCOL = ("seeded procedure of benchmarks/few_labels.py (seed {seed}): <= {n} polygons inside the reference class "
-            "regions of the left half of each held-out area, covering <= {cover:.0%} of that half; fine-tuned with "
-            "models.finetune (the algorithm's defaults with frozen encoders, a {minutes:g}-minute budget, 1 CPU "
+            "regions of the left half of each held-out area (per class in proportion to its share, at least one), covering "
+            "<= {cover:.0%} of that half; fine-tuned with "
+            "models.finetune (the algorithm's defaults, freeze '{freeze}', a {minutes:g}-minute budget, 1 CPU "
             "thread); untuned and tuned "
             "package run whole through segment, scored on the labelled pixels of the right half (mIoU over ground, "
             "building, low vegetation, tree with >= 200 px)")
@@ -249,6 +258,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--package", default=str(ROOT / "resources" / "models" / "modalseg-sgma-urban"))
     ap.add_argument("--data", default=str(shared_data_folder()))
     ap.add_argument("--minutes", type=float, default=3.0, help="fine-tuning budget per area (wall clock)")
+    ap.add_argument("--freeze", default=DEFAULT_FREEZE, choices=FREEZE_CHOICES, help="what fine-tuning freezes")
+    ap.add_argument("--areas", nargs="*", help="only the held-out areas whose names start with these")
     ap.add_argument("--quick", action="store_true", help="one small tile, a few seconds of fine-tuning (tests)")
     ap.add_argument("--no-landsat", action="store_true", help="leave out the new-class-scheme run")
     ap.add_argument("--write", action="store_true", help="store metrics.few_labels in the package and its card")
@@ -263,6 +274,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     with tempfile.TemporaryDirectory(prefix="modalseg-few-labels-") as folder:
         work = Path(folder)
         areas = held_out_areas(package.metadata.classes, data, log=quiet)
+        if a.areas:
+            areas = [x for x in areas if x.name.startswith(tuple(a.areas))]
         if a.quick:
             areas = [min((x for x in areas if x.group != OPTICAL_GROUP), key=lambda x: grid_of(str(x.label)).width)]
         print(f"{package.metadata.name} {package.metadata.version}: few-label fine-tuning, {minutes:g} min per area")
@@ -271,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         for area in areas:
             subset = ("optical",) if area.group == OPTICAL_GROUP else ("ndsm",)
             try:
-                r = few_labels_area(package, area, subset, minutes, work, log)
+                r = few_labels_area(package, area, subset, minutes, a.freeze, work, log)
             except EngineError as exc:  # reported as a figure that could not be made, the others still run
                 results[area.name] = {"subset": "+".join(subset), "error": str(exc)}
                 print(f"  {area.name:<46} {'+'.join(subset):<8} FAILED: {exc}", flush=True)
@@ -288,7 +301,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         landsat = None
         if not (a.quick or a.no_landsat):
             try:
-                landsat = new_class_scheme(package, data, minutes, work, log)
+                landsat = new_class_scheme(package, data, minutes, a.freeze, work, log)
             except EngineError as exc:
                 landsat = {"error": str(exc)}
                 print(f"  new class scheme (NC Landsat) FAILED: {exc}")
@@ -297,13 +310,15 @@ def main(argv: Optional[List[str]] = None) -> None:
                   f"west half; mIoU {landsat['miou_labelled_pixels']} on {landsat['scored_pixels']} labelled px of "
                   f"the east half ({landsat['miou_strata']} against the strata map there); per class "
                   + ", ".join(f"{k} {v}" for k, v in landsat["per_class"].items()))
-    few = {"protocol": PROTOCOL.format(seed=SEED, n=MAX_POLYGONS, cover=MAX_COVER, minutes=minutes),
+    few = {"protocol": PROTOCOL.format(seed=SEED, n=MAX_POLYGONS, cover=MAX_COVER, minutes=minutes, freeze=a.freeze),
            "areas": results, **({"new_class_scheme": landsat} if landsat else {})}
     if a.json:
         Path(a.json).write_text(json.dumps(few, indent=1))
     if a.write:
-        store_metrics(package, {"few_labels": few})
-        print(f"stored metrics.few_labels in {package.onnx_path.with_suffix('.json')}")
+        stale = store_metrics(package, {"few_labels": few})
+        print(f"stored metrics.few_labels in {package.onnx_path.with_suffix('.json')}, its graph and README.md")
+        if stale:
+            print(stale_variants_note(stale))
 
 
 if __name__ == "__main__":

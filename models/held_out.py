@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..engine.binding import LayerInput, bind_modalities, role_of_kind
-from ..engine.errors import EngineError
+from ..engine.errors import WARNING_PREFIX, EngineError
 from ..engine.grid import GridRequest, grid_of
 from ..engine.metrics import confusion_from_values, modality_subsets, per_class
 from ..engine.package import METADATA_KEY, ClassInfo, ModelPackage, PackageError, load_package, parse_metadata
@@ -237,10 +237,11 @@ def format_table(meta_name: str, held_out: Dict[str, object], classes: Sequence[
     return "\n".join(lines)
 
 
-def store_metrics(package: ModelPackage, metrics: Dict[str, object]) -> None:
+def store_metrics(package: ModelPackage, metrics: Dict[str, object]) -> List[Path]:
     """Set ``metrics`` entries (e.g. ``held_out``, ``few_labels``) in the package's JSON, its graph's
     embedded metadata and its card; each file is replaced whole (written beside, then renamed), so a
-    failure leaves the old one."""
+    failure leaves the old one. Returns the precision variants beside the graph: they record the old
+    graph's checksum, so they are refused until made again (``models.quantize``)."""
     import onnx
 
     from .card import write_card
@@ -260,6 +261,13 @@ def store_metrics(package: ModelPackage, metrics: Dict[str, object]) -> None:
     os.replace(graph_tmp, package.onnx_path)
     os.replace(sidecar_tmp, sidecar)
     write_card(package.folder, meta)
+    return sorted(package.variants.values())
+
+
+def stale_variants_note(variants: Sequence[Path]) -> str:
+    names = ", ".join(p.name for p in variants)
+    return (WARNING_PREFIX + f"{names} recorded the graph's old checksum and is now refused (segment runs fp32 instead): "
+            "make it again with python -m modalseg.models.quantize")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -280,8 +288,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(format_table(f"{package.metadata.name} {package.metadata.version}", held_out, package.metadata.classes))
     print(f"protocol: {held_out['protocol']}")
     if a.write:
-        store_metrics(package, {"held_out": held_out})
+        stale = store_metrics(package, {"held_out": held_out})
         print(f"stored metrics.held_out in {package.onnx_path.with_suffix('.json')}, its graph and README.md")
+        if stale:
+            print(stale_variants_note(stale))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,11 @@ def test_write_stores_the_figures_in_json_graph_and_card(tmp_path):
                                                                    "pixels": 1234, "classes_in_miou": [1, 2]},
                                                           "optical": {"miou": 12.3, "per_class": {"1": 24.6},
                                                                       "pixels": 99, "classes_in_miou": [1]}}}
-    held_out.store_metrics(package, {"held_out": figures})
+    stale = held_out.store_metrics(package, {"held_out": figures})
+    assert stale == sorted(package.variants.values())  # variants of the old graph are named
+    if (folder / f"{DEFAULT.name}.int8.onnx").exists():
+        assert folder / f"{DEFAULT.name}.int8.onnx" in stale
+        assert "int8.onnx recorded the graph's old checksum" in held_out.stale_variants_note(stale)
     assert load_package(folder).metadata.metrics["held_out"] == figures  # the graph's embedded copy
     sidecar = json.loads((folder / f"{DEFAULT.name}.json").read_text())
     assert sidecar["metrics"]["held_out"] == figures
