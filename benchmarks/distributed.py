@@ -105,6 +105,16 @@ def differences(a, b) -> str:
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS since it started its program: VmHWM (Linux) resets at exec, while
+    ru_maxrss keeps the RSS of the process it was forked from (a spawned worker would report the
+    benchmark's own peak)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

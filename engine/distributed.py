@@ -21,6 +21,7 @@ import re
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -32,7 +33,7 @@ from .binding import Source
 from .blending import FinishedRows
 from .errors import Cancelled, EngineError
 from .gdal_mode import gdal_exceptions
-from .grid import Grid, open_raster
+from .grid import Grid, open_raster, reading
 from .normalize import Range
 from .outputs import OutputPaths, OutputSet
 from .package import ModelPackage, load_package
@@ -276,17 +277,31 @@ class DaskBlocks:
                 if text not in reported:  # a warning each block gave is said once
                     reported.add(text)
                     self.pipeline.warn(text)
-        for name, writer in sink.writers.items():
-            vrt_path = str(folder / f"{name}.vrt")
-            vrt = gdal.BuildVRT(vrt_path, [result.parts[name] for result in results])
-            if vrt is None:
-                raise EngineError(f"cannot assemble the parts of the {name} output: {gdal.GetLastErrorMsg()}")
-            vrt = None  # written to disk; read back below like any raster
-            mosaic = open_raster(vrt_path)
-            for y in range(0, mosaic.RasterYSize, _ROWS_PER_STRIP):
-                h = min(_ROWS_PER_STRIP, mosaic.RasterYSize - y)
-                writer.write(y, mosaic.ReadAsArray(0, y, mosaic.RasterXSize, h))
-            mosaic = None
+        # One thread per output: GDAL reads, decompresses and compresses without the GIL.
+        with ThreadPoolExecutor(len(sink.writers), "modalseg-assemble") as pool:
+            copies = [pool.submit(_copy_parts, [result.parts[name] for result in results], writer,
+                                  str(folder / f"{name}.vrt")) for name, writer in sink.writers.items()]
+            for copy in copies:
+                copy.result()
+
+
+def _copy_parts(parts: Sequence[str], writer, vrt_path: str) -> None:
+    """Write the mosaic of ``parts`` (a VRT, as they tile the grid) into ``writer`` strip by strip."""
+    try:
+        vrt = gdal.BuildVRT(vrt_path, list(parts))
+    except RuntimeError as exc:  # GDAL raises when its exceptions are on
+        vrt, reason = None, " ".join(str(exc).split())[:300]
+    else:
+        reason = gdal.GetLastErrorMsg()
+    if vrt is None:
+        raise EngineError(f"cannot assemble the parts of '{writer.path}': {reason}")
+    vrt = None  # written to disk; read back below like any raster
+    mosaic = open_raster(vrt_path)
+    for y in range(0, mosaic.RasterYSize, _ROWS_PER_STRIP):
+        h = min(_ROWS_PER_STRIP, mosaic.RasterYSize - y)
+        with reading(vrt_path):
+            strip = mosaic.ReadAsArray(0, y, mosaic.RasterXSize, h)
+        writer.write(y, strip)
 
 
 def _remove(folder: Path, attempts: int = 5) -> None:
