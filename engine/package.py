@@ -317,7 +317,8 @@ def variant_path(onnx_path: Path, precision: str) -> Path:
     return onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
 
 
-def _is_variant_file(path: Path) -> bool:
+def is_variant_file(path: Path) -> bool:
+    """Whether ``path`` is named as a precision variant (``<name>.<precision>.onnx``)."""
     return any(path.name.endswith(f".{precision}.onnx") for precision in VARIANT_PRECISIONS)
 
 
@@ -333,7 +334,7 @@ def resolve_onnx_path(path: "str | Path") -> Path:
     """Accept a package folder or its ``.onnx`` file (a folder's precision variants aside)."""
     p = Path(path)
     if p.is_dir():
-        graphs = sorted(g for g in p.glob("*.onnx") if not _is_variant_file(g))
+        graphs = sorted(g for g in p.glob("*.onnx") if not is_variant_file(g))
         if len(graphs) != 1:
             raise PackageError(f"model folder '{p}' must contain exactly one .onnx file, found {len(graphs)}")
         return graphs[0]

@@ -40,7 +40,7 @@ from ..engine.grid import GridRequest, reference_grid
 from ..engine.ground import estimated_ground
 from ..engine.metrics import confusion_from_values, modality_subsets
 from ..engine.package import (FLOAT_PRECISION, METADATA_KEY, VARIANT_PRECISIONS, ModelPackage, PackageError,
-                              file_sha256, load_package, load_variant, variant_path)
+                              file_sha256, is_variant_file, load_package, load_variant, variant_path)
 from ..engine.pipeline import TilePipeline
 from ..engine.reader import SourceReader
 from ..engine.segment import layer_statistics, network_grid_of
@@ -374,9 +374,10 @@ def quantize_package(source: "str | Path", layer_sets: Sequence[LayerSet], preci
     if not in_place and target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise EngineError(f"output folder '{target}' is not empty; choose a new or empty folder "
                           "(the source package is never changed)")
+    import onnx
+
     with tempfile.TemporaryDirectory(prefix="modalseg-quantize-") as scratch:
         work = Path(scratch)
-        description: Dict[str, object]
         calibration: Dict[str, object] = {"layers": [s.describe() for s in layer_sets]}
         if precision == "int8":
             progress(0.05, "reading calibration tiles")
@@ -396,11 +397,8 @@ def quantize_package(source: "str | Path", layer_sets: Sequence[LayerSet], preci
             **description, "calibration": calibration}
         variant_meta = json.loads(meta.to_json())
         variant_meta["extra"]["precision"] = record
-        _with_metadata(model, variant_meta)
-        import onnx
-
         trial_path = work / variant_path(package.onnx_path, precision).name
-        onnx.save(model, str(trial_path))
+        onnx.save(model, str(trial_path))  # run with the metadata given here; embedded once complete
         trial = ModelPackage(trial_path, replace(meta, extra=variant_meta["extra"]))
         progress(0.5, "measuring the accuracy cost on the given layers")
         labelled = [s for s in layer_sets if s.labels] or list(layer_sets)
@@ -413,18 +411,18 @@ def quantize_package(source: "str | Path", layer_sets: Sequence[LayerSet], preci
         _with_metadata(model, variant_meta)
         onnx.save(model, str(trial_path))
         progress(0.9, "writing the package")
-        destination = _publish(package, trial_path, target, in_place)
+        destination = _publish(package, trial_path, precision, target, in_place)
     written = load_variant(load_package(destination), precision)  # the engine's reader is the judge
     log(f"wrote {written.onnx_path} ({written.onnx_path.stat().st_size / 1e6:.1f} MB)")
     progress(1.0, "done")
     return QuantizeReport(written.onnx_path, destination, precision, len(feeds), record["accuracy_cost"], warnings)
 
 
-def _publish(package: ModelPackage, graph: Path, target: Path, in_place: bool) -> Path:
+def _publish(package: ModelPackage, graph: Path, precision: str, target: Path, in_place: bool) -> Path:
     """Move the finished variant into place: beside the source graph, or into a copy of the package
     assembled in a hidden folder beside ``target`` and renamed, so a failure leaves nothing half-written."""
     if in_place:
-        final = variant_path(package.onnx_path, graph.name.split(".")[-2])
+        final = variant_path(package.onnx_path, precision)
         partial = final.with_name(f".{final.name}.partial")
         shutil.copyfile(graph, partial)
         os.replace(partial, final)
@@ -434,7 +432,7 @@ def _publish(package: ModelPackage, graph: Path, target: Path, in_place: bool) -
     assembling.mkdir()  # not mkdtemp: its folder is private, a package folder is not
     try:
         for item in package.folder.iterdir():  # the package's files, without its older variants
-            if item.is_file() and not any(item.name.endswith(f".{p}.onnx") for p in VARIANT_PRECISIONS):
+            if item.is_file() and not is_variant_file(item):
                 shutil.copy2(item, assembling / item.name)
         shutil.copyfile(graph, assembling / graph.name)
         if target.exists():
