@@ -215,3 +215,15 @@ def test_output_folder_must_be_new_or_empty_and_layers_parse(quantised, houses, 
         parse_layer_set("ortho.tif")
     assert not (tmp_path / "new").exists()
     assert json.loads((SOURCE / f"{NAME}.json").read_text())["name"] == NAME
+
+
+@pytest.mark.parametrize("variant", sorted((REPO_ROOT / "resources" / "models").glob("*/*.int8.onnx")),
+                         ids=lambda path: path.parent.name)
+def test_bundled_int8_graphs_match_their_package_and_the_shipping_rule(variant):
+    """A shipped int8 graph was made from the fp32 graph beside it (re-make it after retraining or
+    re-stamping: python -m modalseg.models.quantize --package <folder> --held-out) and its held-out
+    cost is within the target that decides shipping."""
+    record = load_variant(load_package(variant.parent), "int8").metadata.extra["precision"]
+    cost = record["held_out_cost"]
+    assert cost["average_cost"] <= 1.0 and cost["last1"]["miou_cost"] <= 0.5, cost
+    assert variant.stat().st_size + sum(p.stat().st_size for p in variant.parent.iterdir() if p != variant) < 30e6
