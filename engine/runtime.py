@@ -67,17 +67,16 @@ class OnnxRunner:
         self.session = None
         for providers in provider_attempts(device, available):
             on_gpu = providers[0] == "CUDAExecutionProvider"
-            self.graph = choose_graph(package, precision, on_gpu, warn)
-            if not on_gpu:
-                self.session = self._session(providers)
-                break
+            self.graph = choose_graph(package, precision, on_gpu, warn)  # each device its graph
             try:
                 self.session = self._session(providers)
-            except Exception:  # a broken CUDA install: fall back below, the log tells which device ran
-                self.session = None
-            if self.session is not None and self.session.get_providers()[0] == "CUDAExecutionProvider":
+            except Exception:  # a broken CUDA install: the CPU attempt follows, the log tells which device ran
+                if not on_gpu:
+                    raise
+                continue
+            if not on_gpu or self.session.get_providers()[0] == "CUDAExecutionProvider":
                 break
-            self.session = None
+            self.session = None  # ONNX Runtime fell back to the CPU by itself: take the CPU's graph instead
         if self.session is None:
             raise EngineError("CUDA was requested but onnxruntime could not start on the GPU")
         self._outputs = [o.name for o in self.session.get_outputs()]
