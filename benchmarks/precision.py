@@ -40,6 +40,7 @@ from .common import REPO_ROOT, expose_plugin_package, make_scene, peak_rss_mb, s
 
 BUNDLED = REPO_ROOT / "resources" / "models"
 TILE_COUNT = 16
+URBAN_KINDS = {"optical", "ndsm"}  # what the generated scene and models.quantize's default calibration hold
 
 
 def scene_sources(scene: Dict[str, str], package) -> list:
@@ -203,7 +204,12 @@ def main(argv: List[str] = None) -> None:
     print(f"{args.threads} threads; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} on "
           f"{os.cpu_count()} cores at the start")
     summary = []
-    for onnx_path, _ in list_packages(args.models):
+    for onnx_path, meta in list_packages(args.models):
+        kinds = {m.kind for m in meta.modalities}
+        if not kinds <= URBAN_KINDS:  # the scene and the calibration tiles are optical + nDSM
+            print(f"\n== {meta.name}: skipped (takes {', '.join(sorted(kinds - URBAN_KINDS))}; this benchmark's "
+                  "scene and calibration tiles are optical + nDSM)")
+            continue
         fp32, int8, origin = graphs(onnx_path, args.work, args.threads)
         name = fp32.metadata.name
         print(f"\n== {name} {fp32.metadata.version}: int8 graph {origin}; "
