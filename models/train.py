@@ -344,7 +344,9 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
             save_ckpt()
     save_ckpt()
     train_s = elapsed0 + time.time() - t0
-    if best_state is not None:
+    # train.selection "last": export the final (averaged) weights, not the best-scoring checkpoint
+    # (a recipe whose validation strips are too small to choose on)
+    if best_state is not None and tr.get("selection", "best") == "best":
         net.load_state_dict(best_state)
     elif ema_net is not None:
         net.load_state_dict(ema_net.state_dict())

@@ -111,3 +111,26 @@ def test_misspelt_loss_term_fails_before_training(tmp_path):
         train_mod.train(_config(tmp_path, 4, loss_terms={"mas_weigths": [1, 1]}), tmp_path / "pkg",
                         log=lambda s: None)
     assert not (tmp_path / "pkg").exists()
+
+
+def test_selection_last_exports_the_final_weights(tmp_path):
+    """``train.selection: "last"`` ships the averaged weights of the last step, ``"best"`` (the
+    default) the best-scoring checkpoint; validation every 2 of 6 steps makes them differ."""
+    import torch as _torch
+    from safetensors.numpy import load_file
+
+    paths = {}
+    for selection in ("best", "last"):
+        cfg = _config(tmp_path, 6, ema=0.5, val_every=2, selection=selection)
+        cfg["train"]["ckpt_dir"] = str(tmp_path / f"ck-{selection}")
+        paths[selection] = train_mod.train(cfg, tmp_path / selection, log=lambda s: None)
+    for selection, key in (("last", "ema"), ("best", "best_state")):
+        ck = _torch.load(tmp_path / f"ck-{selection}" / "last.pt", map_location="cpu", weights_only=True)
+        shipped = load_file(str(paths[selection].with_suffix(".safetensors")))
+        for k, v in ck[key].items():
+            if v.dtype.is_floating_point:
+                np.testing.assert_allclose(shipped[k], v.numpy(), atol=1e-6, err_msg=f"{selection} {k}")
+    best_step = max(ck["history"], key=lambda h: h["val"])["step"]
+    if best_step != 6:  # the best checkpoint is not the last one: the two packages differ
+        last = load_file(str(paths["last"].with_suffix(".safetensors")))
+        assert any(not np.allclose(shipped[k], last[k]) for k in last)
