@@ -7,10 +7,10 @@ LocalCluster of 1 worker and of 2 workers (started before the clock, like an exi
 with the same blocks, batches and one runtime thread everywhere (clusters warmed: the engine and
 ONNX Runtime imported on every worker before the clock), so every run must give the same
 bits; each output of each run is compared with the single-process one (``identical`` or the number
-of differing values). Printed: wall times and ratios, the scheduling overhead per block
-(1-worker Dask run minus single-process run, per block; it includes shipping the parts back and
-assembling them), peak RSS per worker at growing raster sizes, and a model of a 10⁴-sheet job on N
-workers from the measured per-block cost and overhead.
+of differing values). Printed: wall times and ratios; the time per block on one worker and the
+scheduling overhead per block (1-worker tasks minus the single-process run, per block) apart from
+the assembly of the parts into the outputs, which the client does serially; peak RSS per worker
+at growing raster sizes; a model of a 10⁴-sheet job on N workers from those measured costs.
 
 The network is a 1x1-convolution package (tests/fixtures/onnx_models ``pixelwise``): it makes the
 engine's own work (reading, normalising, blending, writing) and Dask's overhead visible instead of
@@ -177,19 +177,23 @@ def main() -> None:
 
     single, single_outputs, _ = run_job(package, scene, args.work / "single")
     print(f"single process   {single:8.1f} s   ({1000 * single / blocks:.0f} ms per block)", flush=True)
-    times = {}
+    times, assembly = {}, {}
     for workers in (1, 2):
         (seconds, outputs, lines), startup, peaks = on_cluster(
             workers, lambda address: run_job(package, scene, args.work / f"dask{workers}", address))
         times[workers] = seconds
-        assembly = next((line.split("assembling their parts ")[1] for line in lines if "assembling" in line), "?")
+        assembly[workers] = next(float(line.split("assembling their parts ")[1].split(" s")[0])
+                                 for line in lines if "assembling their parts" in line)
         print(f"Dask {workers} worker(s) {seconds:8.1f} s   single / this {single / seconds:5.2f}   "
-              f"(cluster start {startup:.1f} s, not counted; assembly {assembly}); peak RSS per worker "
-              f"{', '.join(f'{p:.0f}' for p in peaks)} MB; {differences(single_outputs, outputs)}", flush=True)
-    overhead = (times[1] - single) / blocks
-    print(f"2 workers / 1 worker speed-up {times[1] / times[2]:.2f}; scheduling overhead "
-          f"{1000 * overhead:.0f} ms per block (1-worker run minus single process, per block)", flush=True)
-
+              f"(cluster start {startup:.1f} s, not counted; of it assembling the parts into the outputs "
+              f"{assembly[workers]:.1f} s); peak RSS per worker {', '.join(f'{p:.0f}' for p in peaks)} MB; "
+              f"{differences(single_outputs, outputs)}", flush=True)
+    per_task = (times[1] - assembly[1]) / blocks  # one worker: tasks run one after another
+    overhead = per_task - single / blocks
+    assembly_per_mpx = assembly[1] / (size * size / 1e6)
+    print(f"2 workers / 1 worker speed-up {times[1] / times[2]:.2f}; per block on 1 worker {per_task:.2f} s, "
+          f"scheduling overhead {1000 * overhead:+.0f} ms per block against the single process (tasks only); "
+          f"the serial assembly {assembly_per_mpx:.2f} s per Mpx (one output file per output)", flush=True)
     print("peak RSS per worker vs raster size (2 workers, fresh cluster each):", flush=True)
     for memory_size in memory_sizes:
         scene_m = make_scene(args.work, memory_size)
@@ -197,19 +201,19 @@ def main() -> None:
         print(f"  {memory_size:6d}²: {', '.join(f'{p:.0f}' for p in peaks)} MB", flush=True)
     print(f"  {size:6d}²: see the 2-worker run above", flush=True)
 
-    per_block = single / blocks
     network = network_seconds_per_tile() * plan.count / blocks
     blocks_per_sheet = (SHEET_PX / size) ** 2 * blocks
-    print(f"model of a {SHEETS:,}-sheet job ({SHEET_PX}² px per sheet = {blocks_per_sheet:.1f} blocks of this "
-          f"shape): per block {per_block:.2f} s engine + {overhead:.2f} s Dask here, + {network:.1f} s for the "
-          f"bundled modalseg-sgma-urban network (1 thread); hours on N workers (tasks only; parts assembled "
-          f"into one GeoTIFF by the client come on top):", flush=True)
     total_blocks = SHEETS * blocks_per_sheet
+    serial = SHEETS * SHEET_PX ** 2 / 1e6 * assembly_per_mpx / 3600
+    print(f"model of a {SHEETS:,}-sheet job ({SHEET_PX}² px per sheet = {blocks_per_sheet:.1f} blocks of this shape): "
+          f"tasks of {per_task:.2f} s per block (this 1x1 network) or {per_task + network:.2f} s (+ the bundled "
+          f"modalseg-sgma-urban network, {network:.1f} s per block measured on 1 thread), spread over N workers; "
+          f"then one mosaic per output written by the client, serially: {serial:.1f} h at the measured rate", flush=True)
     for workers in (1, 8, 64, 512):
-        light = total_blocks * (per_block + overhead) / workers / 3600
-        real = total_blocks * (per_block + overhead + network) / workers / 3600
-        print(f"  N={workers:4d}: {light:9.2f} h with this 1x1 network, {real:9.2f} h with modalseg-sgma-urban",
-              flush=True)
+        light = total_blocks * per_task / workers / 3600
+        real = total_blocks * (per_task + network) / workers / 3600
+        print(f"  N={workers:4d}: tasks {light:8.2f} h (1x1 network), {real:8.2f} h (modalseg-sgma-urban); "
+              f"+ {serial:.1f} h assembly", flush=True)
 
 
 if __name__ == "__main__":
