@@ -270,7 +270,7 @@ def test_unused_layers_and_bands_are_named_in_warnings(reference, bundled, tmp_p
             "bands 1-3 as red, green, blue (choose others in the band selection); no bundled model uses it") \
         in warnings
     assert (f"Warning: the SAR layer '{_layer('dsm')}' is not used: model 'modalseg-reference' takes no SAR "
-            "input; no bundled model uses it") in warnings
+            "input; model 'modalseg-flood-s1s2' would use it") in warnings
     assert any(w.startswith(f"Warning: the NIR layer '{_layer('dtm')}' is not used") for w in warnings)
     assert (f"Warning: the DTM '{_layer('dtm')}' is not used: a DTM only turns a DSM into heights above ground, "
             "and no DSM (elevation layer) was given") in warnings
@@ -303,13 +303,13 @@ def test_automatic_choice_takes_the_package_using_most_layers(bundled):
     assert "uses 3 of the 3 given layer(s) (optical, elevation, SAR); no other bundled model uses as many" \
         in choice.reason
     _, messages = bind_modalities(bundled[0], layers, candidates)
-    assert any("the SAR layer" in m and "model 'sar-urban' would use it" in m for m in messages)
+    assert any("the SAR layer" in m and "'modalseg-flood-s1s2', 'sar-urban' would use it" in m for m in messages)
 
 
 def test_automatic_choice_fails_when_no_package_uses_any_layer(bundled):
-    with pytest.raises(EngineError, match=r"^none of the bundled models uses the given layers \(SAR, NIR\); they "
-                                          r"take optical and elevation layers"):
-        choose_package(bundled, {"sar": LayerInput(_layer("dsm")), "nir": LayerInput(_layer("dtm"))}, DEFAULT)
+    with pytest.raises(EngineError, match=r"^none of the bundled models uses the given layers \(NIR\); they "
+                                          r"take optical, elevation and SAR layers"):
+        choose_package(bundled, {"nir": LayerInput(_layer("dtm"))}, DEFAULT)
 
 
 def test_package_labels_name_inputs_and_accuracy_per_subset(bundled):

@@ -140,19 +140,20 @@ def test_band_lists_from_qgis_process(qgis_process, tmp_path):
 def test_unused_layers_are_warned_about_and_the_choice_is_logged(segment, tmp_path):
     results, feedback = segment(OPTICAL=_layer("rgb"), SAR=_layer("dsm"), NIR=_layer("dtm"), DTM=_layer("dtm"),
                                 OUTPUT=str(tmp_path / "classes.tif"))
-    assert any(line.startswith(f"Model (automatic): {DEFAULT} ") and "uses 1 of the 4 given layer(s) (optical)"
-               in line for line in feedback.infos), feedback.infos
+    assert any(line.startswith("Model (automatic): modalseg-flood-s1s2 ")
+               and "uses 2 of the 4 given layer(s) (optical, SAR)" in line
+               and "it is the only bundled model that takes the SAR layer" in line
+               for line in feedback.infos), feedback.infos
     warnings = "\n".join(feedback.warnings)
-    assert re.search(r"the SAR layer '.*_dsm\.tif' is not used: model 'modalseg-sgma-urban' takes no SAR input; "
+    assert re.search(r"the NIR layer '.*_dtm\.tif' is not used: model 'modalseg-flood-s1s2' takes no NIR input; "
                      r"no bundled model uses it", warnings), warnings
-    assert re.search(r"the NIR layer '.*_dtm\.tif' is not used", warnings), warnings
     assert "a DTM only turns a DSM into heights above ground, and no DSM (elevation layer) was given" in warnings
     assert Path(results["OUTPUT"]).exists()
 
 
 def test_layers_no_bundled_model_uses_stop_the_automatic_choice(segment, tmp_path):
-    message = _failure(segment, SAR=_layer("dsm"), OUTPUT=str(tmp_path / "classes.tif"))
-    assert "none of the bundled models uses the given layers (SAR); they take optical and elevation layers" \
+    message = _failure(segment, NIR=_layer("dtm"), OUTPUT=str(tmp_path / "classes.tif"))
+    assert "none of the bundled models uses the given layers (NIR); they take optical, elevation and SAR layers" \
         in message, message
     assert list(tmp_path.iterdir()) == []
 
