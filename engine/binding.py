@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
 from .errors import WARNING_PREFIX, EngineError
-from .grid import open_raster
+from .grid import grid_of, open_raster
 from .ground import elevation_kind_from_values
 from .package import ModalitySpec, PackageMetadata
-from .sar import is_complex, scale_from_values
+from .reader import BandReader
+from .sar import is_complex, scale_of
 from .vocabulary import ELEVATION_TYPES, SAR_SCALES, check_key
 
 # Roles are what the analyst provides; kinds are what a network consumes.
@@ -127,6 +128,16 @@ def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[Layer
     return Source(spec.name, layer.path, bands, spec.resampling, is_elevation=True), messages
 
 
+def sar_scale_from_values(path: str, band: int = 1, max_size: int = 512) -> Tuple[str, str]:
+    """``("linear" | "db", why)`` for a SAR layer, from a decimated read of all of it (engine.sar)."""
+    reader = BandReader(path, (band,), grid_of(path).decimated(max_size), "nearest")
+    try:
+        data, valid = reader.read(0, 0, reader.grid.width, reader.grid.height)
+    finally:
+        reader.close()
+    return scale_of(data[0][valid])
+
+
 def _sar_source(spec: ModalitySpec, layer: LayerInput, bands: Tuple[int, ...]) -> Tuple[Source, List[str]]:
     """The SAR layer as the model's SAR input (SAR modalities take dB), and what the log says."""
     scale = check_key(SAR_SCALES, layer.sar_scale, "SAR values")
@@ -136,7 +147,7 @@ def _sar_source(spec: ModalitySpec, layer: LayerInput, bands: Tuple[int, ...]) -
                         "|z|² is used, converted to dB (phase is dropped)")
         scale = "linear"
     elif scale == "auto":
-        scale, reason = scale_from_values(layer.path, bands[0])
+        scale, reason = sar_scale_from_values(layer.path, bands[0])
         taken_as = "linear power, converted to dB" if scale == "linear" else "dB, used as it is"
         messages.append(f"SAR values (auto): '{layer.path}' is taken as {taken_as}, because {reason}")
     elif scale == "linear":

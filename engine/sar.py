@@ -16,7 +16,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from osgeo import gdal
 
-from .grid import grid_of, open_raster
+from .grid import open_raster
 
 # Linear power is a long-tailed distribution (speckle, bright scatterers): its 99th percentile is
 # many times its median. dB values and 8-bit display scalings of dB sit in a narrow band, their
@@ -64,19 +64,8 @@ def sar_view(path: str, to_db: bool) -> gdal.Dataset:
     return gdal.Open(_BAND_BLOCK.sub(lambda _: next(blocks), xml))
 
 
-def scale_from_values(path: str, band: int = 1, max_size: int = 512) -> Tuple[str, str]:
-    """``("linear" | "db", why)`` from a decimated read of the whole layer (intensity for complex
-    samples, which is linear power by definition)."""
-    if is_complex(path):
-        return "linear", "it holds complex samples, whose intensity |z|² is linear power"
-    from .reader import BandReader  # the reader converts with this module's functions
-
-    reader = BandReader(path, (band,), grid_of(path).decimated(max_size), "nearest")
-    try:
-        data, valid = reader.read(0, 0, reader.grid.width, reader.grid.height)
-    finally:
-        reader.close()
-    values = data[0][valid]
+def scale_of(values: np.ndarray) -> Tuple[str, str]:
+    """``("linear" | "db", why)`` from a layer's valid values (a decimated sample of all of it)."""
     if values.size == 0:  # the run says so, naming the layer
         return "db", "it holds no valid value to tell otherwise"
     low = float(values.min())

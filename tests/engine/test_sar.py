@@ -9,7 +9,8 @@ from modalseg.engine import EngineError, LayerInput, bind_modalities, choose_pac
 from modalseg.engine.errors import WARNING_PREFIX
 from modalseg.engine.grid import grid_of
 from modalseg.engine.reader import BandReader, SourceReader
-from modalseg.engine.sar import sar_view, scale_from_values
+from modalseg.engine.binding import sar_scale_from_values
+from modalseg.engine.sar import sar_view
 from tests.fixtures.paths import REPO_ROOT
 
 FLOOD_PACKAGE = REPO_ROOT / "resources" / "models" / "modalseg-flood-s1s2"
@@ -45,16 +46,16 @@ def _db_band(path: str) -> np.ndarray:
 
 def test_db_and_linear_power_are_told_apart_by_their_values(spacenet_db, tmp_path):
     db = _db_band(spacenet_db)
-    scale, why = scale_from_values(spacenet_db)
+    scale, why = sar_scale_from_values(spacenet_db)
     assert scale == "db" and "negative values" in why, why
     linear = _like(spacenet_db, tmp_path / "linear.tif", (10 ** (db / 10)).astype(np.float32), gdal.GDT_Float32)
-    scale, why = scale_from_values(linear)
+    scale, why = sar_scale_from_values(linear)
     assert scale == "linear" and "long tail" in why, why
     # an 8-bit display scaling of the dB values (as the OMBRIA chips): >= 0, but no long tail
     finite = np.isfinite(db)
     lo, hi = np.percentile(db[finite], [1, 99])
     display = np.where(finite, np.clip((db - lo) / (hi - lo), 0, 1) * 254 + 1, 0).astype(np.uint8)
-    scale, why = scale_from_values(_like(spacenet_db, tmp_path / "display.tif", display, gdal.GDT_Byte))
+    scale, why = sar_scale_from_values(_like(spacenet_db, tmp_path / "display.tif", display, gdal.GDT_Byte))
     assert scale == "db" and "without a long tail" in why, why
 
 
