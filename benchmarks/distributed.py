@@ -208,7 +208,8 @@ def main() -> None:
     print(f"model of a {SHEETS:,}-sheet job ({SHEET_PX}² px per sheet = {blocks_per_sheet:.1f} blocks of this shape): "
           f"tasks of {per_task:.2f} s per block (this 1x1 network) or {per_task + network:.2f} s (+ the bundled "
           f"modalseg-sgma-urban network, {network:.1f} s per block measured on 1 thread), spread over N workers; "
-          f"then one mosaic per output written by the client, serially: {serial:.1f} h at the measured rate", flush=True)
+          f"then one mosaic per output written by the client, serially: {serial:.1f} h at the measured rate",
+          flush=True)
     for workers in (1, 8, 64, 512):
         light = total_blocks * per_task / workers / 3600
         real = total_blocks * (per_task + network) / workers / 3600

@@ -6,7 +6,7 @@ engine's (binding, outputs, grid, values), so a bad input gets the same one-sent
 import argparse
 import signal
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, ELEVATION_TYPES, PRECISIONS, RUNTIMES,
                                  SAR_SCALES, keys)
@@ -164,9 +164,9 @@ def _grid_request(engine: Any, args: argparse.Namespace) -> Any:
         if len(extent) != 4 or extent[0] >= extent[2] or extent[1] >= extent[3]:
             raise engine.EngineError(f"--output-extent '{args.output_extent}' is not xmin,ymin,xmax,ymax with "
                                      "xmin < xmax and ymin < ymax")
-    return engine.GridRequest(crs_wkt=_crs_wkt(engine, args.output_crs, "--output-crs") if args.output_crs else None,
-                              extent=extent,
-                              extent_crs_wkt=_crs_wkt(engine, args.extent_crs, "--extent-crs") if args.extent_crs else None,
+    crs = _crs_wkt(engine, args.output_crs, "--output-crs") if args.output_crs else None
+    extent_crs = _crs_wkt(engine, args.extent_crs, "--extent-crs") if args.extent_crs else None
+    return engine.GridRequest(crs_wkt=crs, extent=extent, extent_crs_wkt=extent_crs,
                               resolution=args.output_resolution if args.output_resolution > 0 else None)
 
 

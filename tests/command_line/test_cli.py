@@ -88,7 +88,8 @@ def test_segment_with_dask_local_workers_writes_the_same_bits(tmp_path, houses):
     assert _segment(houses, tmp_path / "dask", "--dask", "local:2") == 0
     for name in ("classes.tif", "probabilities.tif"):
         assert np.array_equal(_read(tmp_path / "here" / name), _read(tmp_path / "dask" / name)), name
-    assert sorted(p.name for p in (tmp_path / "dask").iterdir()) == sorted(p.name for p in (tmp_path / "here").iterdir())
+    names = {folder: sorted(p.name for p in (tmp_path / folder).iterdir()) for folder in ("here", "dask")}
+    assert names["dask"] == names["here"]
 
 
 def test_models_lists_bundled_packages_inputs_and_held_out_accuracy(capsys):
@@ -102,3 +103,18 @@ def test_models_lists_bundled_packages_inputs_and_held_out_accuracy(capsys):
 def test_models_in_an_empty_folder_fails_in_one_sentence(tmp_path, capsys):
     assert main(["models", "--folder", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"modalseg: No model package in '{tmp_path}'"
+
+
+def test_output_grid_options_reach_the_engine_and_bad_values_are_refused(tmp_path, houses, capsys):
+    x0, px, _, y0, _, py = gdal.Open(houses["rgb"]).GetGeoTransform()
+    extent = f"{x0},{y0 + 60 * py},{x0 + 100 * px},{y0}"  # the top-left 100 x 60 px
+    assert main(["segment", "--optical", houses["rgb"], "-o", str(tmp_path / "part.tif"), "--output-crs",
+                 "EPSG:2154", "--output-extent", extent, "--tile-size", "64", "--overlap", "16"]) == 0
+    part = gdal.Open(str(tmp_path / "part.tif"))
+    assert (part.RasterXSize, part.RasterYSize) == (100, 60) and part.GetGeoTransform()[0] == x0
+    capsys.readouterr()
+    assert main(["segment", "--optical", houses["rgb"], "-o", str(tmp_path / "x.tif"), "--output-extent", "1,2,3"]) == 1
+    assert "--output-extent '1,2,3' is not xmin,ymin,xmax,ymax" in capsys.readouterr().err
+    assert main(["segment", "--optical", houses["rgb"], "-o", str(tmp_path / "x.tif"), "--output-crs", "EPSG:99"]) == 1
+    assert "--output-crs 'EPSG:99' is not a CRS GDAL knows" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
