@@ -179,6 +179,12 @@ def protocol(areas: Sequence[HeldOutArea], seen_in_training: bool) -> str:
     return text
 
 
+def measures(meta) -> bool:
+    """Whether the held-out set can score this package: its labels are the urban LiDAR scheme, so the
+    package must have classes 1-4 (ground, building, low vegetation, tree); a flood model has not."""
+    return set(MIOU_CLASS_VALUES) <= set(meta.class_values)
+
+
 def evaluate_held_out(package: ModelPackage, data: Path = SHARED_DATA, threads: int = 1,
                       seen_in_training: Optional[bool] = None, cache: Optional[Path] = None,
                       log: Log = print) -> Dict[str, object]:
@@ -187,6 +193,10 @@ def evaluate_held_out(package: ModelPackage, data: Path = SHARED_DATA, threads: 
     if seen_in_training is None:
         seen_in_training = states_seen_in_training(package)
     meta = package.metadata
+    if not measures(meta):
+        raise EngineError(f"the held-out set is labelled with the urban classes 1-4 (ground, building, low "
+                          f"vegetation, tree); model '{meta.name}' has classes "
+                          f"{', '.join(f'{c.value} {c.name}' for c in meta.classes)}")
     values = list(meta.class_values)
     ignore = (0, class_nodata_value(meta.classes))
     areas = held_out_areas(meta.classes, data, cache, log)

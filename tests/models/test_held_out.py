@@ -77,3 +77,14 @@ def test_write_stores_the_figures_in_json_graph_and_card(tmp_path):
     seen = {**figures, "protocol": held_out.protocol([], True)}
     held_out.store_metrics(package, {"held_out": seen})
     assert held_out.states_seen_in_training(load_package(folder)) and "CAUTION" in seen["protocol"]
+
+
+def test_a_package_of_other_classes_is_refused_in_one_sentence(tmp_path):
+    from modalseg.engine.errors import EngineError
+    from tests.fixtures.onnx_models import make_constant
+
+    package = load_package(make_constant(tmp_path / "constant"))  # classes 1-3: no tree
+    assert not held_out.measures(package.metadata)
+    with pytest.raises(EngineError, match=r"^the held-out set is labelled with the urban classes 1-4 .*model "
+                                          r"'constant' has classes 1 red wins, 2 green wins, 3 blue wins$"):
+        held_out.evaluate_held_out(package)
