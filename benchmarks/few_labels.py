@@ -12,7 +12,7 @@ region's edge), and writes them
 as polygons with a ``class`` field to a GeoPackage (``gdal.Polygonize``). The package is then
 fine-tuned on them through ``models.finetune.finetune``, the function the *Fine-tune a model on your
 labels* algorithm calls, with the algorithm's defaults but a time budget (``--minutes``, 1 CPU
-thread), and the untuned and tuned packages are run on the whole area through ``segment``
+thread) and frozen encoders (``--freeze``: the algorithm's choice for small label sets), and the untuned and tuned packages are run on the whole area through ``segment``
 (``models.held_out.segment_area``) and scored on the labelled pixels of the right half only (mIoU
 over ground, building, low vegetation, tree with >= 200 reference px, as ``models.held_out``).
 
