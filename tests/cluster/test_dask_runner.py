@@ -50,15 +50,14 @@ def _houses(shared_data):
     return {"optical": f"{stem}_rgb.tif", "ndsm": f"{stem}_ndsm.tif"}
 
 
-def _run(package, layers, folder: Path, scheduler=None, **kwargs):
+def _run(package, layers, folder: Path, scheduler=None, grid=GridRequest(), **kwargs):
     folder.mkdir(parents=True, exist_ok=True)
     sources, _ = bind_modalities(package.metadata, {
         "optical": LayerInput(layers["optical"]), "elevation": LayerInput(layers["ndsm"], elevation_type="ndsm")})
     outputs = OutputPaths(str(folder / "classes.tif"), str(folder / "robustness.tif"),
                           str(folder / "probabilities.tif"), str(folder / "confidence.tif"),
                           str(folder / "dominant.tif"))
-    report = run_segmentation(sources, package, GridRequest(), outputs, RunOptions(**SMALL_BLOCKS, scheduler=scheduler),
-                              **kwargs)
+    report = run_segmentation(sources, package, grid, outputs, RunOptions(**SMALL_BLOCKS, scheduler=scheduler), **kwargs)
     return outputs, report
 
 
@@ -167,3 +166,17 @@ def test_a_task_failing_on_the_workers_fails_the_job_in_one_sentence_and_leaves_
     with pytest.raises(EngineError, match=r"^raster '.*ndsm\.tif' does not exist$"):
         _run(package, layers, tmp_path / "dask", address, progress=remove_the_ndsm)
     assert list((tmp_path / "dask").iterdir()) == []
+
+
+def test_the_resampled_path_is_bit_identical_too(package, wide_scene, tmp_path, cluster):
+    """0.2 m asked of a package trained for 0.25-2 m: the blocks run on a 0.25 m grid (on the
+    workers) and the client resamples their assembled probabilities onto the output grid."""
+    address, _ = cluster
+    finer = GridRequest(resolution=0.2)
+    single, _ = _run(package, wide_scene, tmp_path / "single", grid=finer)
+    lines = []
+    parallel, _ = _run(package, wide_scene, tmp_path / "dask", address, grid=finer, log=lines.append)
+    assert any("the network runs on a 1400 x 460 px grid" in line for line in lines), lines
+    assert gdal.Open(parallel.classes).RasterXSize == 1750
+    _assert_identical(single, parallel)
+    assert _leftovers(tmp_path / "dask") == []
