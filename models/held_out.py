@@ -92,7 +92,7 @@ def _optical_area(classes: Sequence[ClassInfo], data: Path, cache: Optional[Path
     # The key names everything the rasters depend on, so a changed input or class scheme makes new ones.
     stamp = json.dumps([str(cloud), cloud.stat().st_size, str(rgb), OPTICAL_NODATA_DISTANCE_PX,
                         [(c.value, c.name) for c in classes]])
-    work = (cache or Path(tempfile.gettempdir()) / "modalseg-held-out") / hashlib.sha1(stamp.encode()).hexdigest()[:12]
+    work = (cache or Path(tempfile.gettempdir()) / "modalseg-held-out") / hashlib.sha256(stamp.encode()).hexdigest()[:12]
     label, ndsm = work / "labels.tif", work / "ndsm.tif"
     if not (label.exists() and ndsm.exists()):
         work.mkdir(parents=True, exist_ok=True)
