@@ -57,7 +57,7 @@ from modalseg.engine.metrics import confusion_from_values  # noqa: E402
 from modalseg.engine.package import ModelPackage, load_package  # noqa: E402
 from modalseg.models.finetune.options import FREEZE_CHOICES  # noqa: E402
 from modalseg.models.held_out import (OPTICAL_GROUP, HeldOutArea, area_layers, figures, held_out_areas,  # noqa: E402
-                                      segment_area, stale_variants_note, store_metrics)
+                                      segment_area, store_and_report)
 
 MAX_POLYGONS = 20
 MAX_COVER = 0.05  # of the half's pixels
@@ -315,10 +315,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(few, indent=1))
     if a.write:
-        stale = store_metrics(package, {"few_labels": few})
-        print(f"stored metrics.few_labels in {package.onnx_path.with_suffix('.json')}, its graph and README.md")
-        if stale:
-            print(stale_variants_note(stale))
+        store_and_report(package, "few_labels", few)
 
 
 if __name__ == "__main__":

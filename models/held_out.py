@@ -280,6 +280,14 @@ def stale_variants_note(variants: Sequence[Path]) -> str:
             "make it again with python -m modalseg.models.quantize")
 
 
+def store_and_report(package: ModelPackage, key: str, value: Dict[str, object]) -> None:
+    """``store_metrics`` for one entry, saying on stdout where it went and which variants it made stale."""
+    stale = store_metrics(package, {key: value})
+    print(f"stored metrics.{key} in {package.onnx_path.with_suffix('.json')}, its graph and README.md")
+    if stale:
+        print(stale_variants_note(stale))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     ap = argparse.ArgumentParser(description="Accuracy of a model package on the held-out set.")
     ap.add_argument("--package", required=True, help="package folder or .onnx file")
@@ -298,10 +306,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(format_table(f"{package.metadata.name} {package.metadata.version}", held_out, package.metadata.classes))
     print(f"protocol: {held_out['protocol']}")
     if a.write:
-        stale = store_metrics(package, {"held_out": held_out})
-        print(f"stored metrics.held_out in {package.onnx_path.with_suffix('.json')}, its graph and README.md")
-        if stale:
-            print(stale_variants_note(stale))
+        store_and_report(package, "held_out", held_out)
 
 
 if __name__ == "__main__":
