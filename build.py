@@ -252,7 +252,7 @@ def demo(model_file: Optional[str] = None) -> None:
     enable_plugin(binary, env)
     DEMO_OUT.mkdir(parents=True, exist_ok=True)
     outputs = {"OUTPUT": DEMO_OUT / "classes.tif", "ROBUSTNESS": DEMO_OUT / "robustness.tif",
-               "CONFIDENCE": DEMO_OUT / "confidence.tif"}
+               "CONFIDENCE": DEMO_OUT / "confidence.tif", "DOMINANT": DEMO_OUT / "dominant_modality.tif"}
     for path in outputs.values():
         if path.exists():
             path.unlink()
