@@ -236,7 +236,10 @@ class DaskBlocks:
             futures[future] = index
         total = sum(tile_count(block) for block in blocks)
         done_blocks, done_tiles, results = 0, 0, [None] * len(blocks)
-        finished = as_completed(list(futures))
+        # with_results: each result is fetched inside the client's event loop, which waits out a
+        # rescheduled task when the worker holding a finished block died before sending it (fetching
+        # it from this thread with future.result() raced that loop: "bound to a different event loop")
+        finished = as_completed(list(futures), with_results=True)
         try:
             while not finished.is_empty():
                 if self.pipeline.is_cancelled():
@@ -244,8 +247,8 @@ class DaskBlocks:
                 batch = finished.next_batch(block=False)  # polled, so a cancel is seen within a tenth of a second
                 if not batch:
                     time.sleep(0.1)
-                for future in batch:
-                    results[futures[future]] = self._result(future)
+                for future, value in batch:
+                    results[futures[future]] = self._result(value)
                     done_blocks += 1
                     done_tiles += tile_count(blocks[futures[future]])
                     progress(done_tiles / total, f"block {done_blocks}/{len(blocks)} "
@@ -257,13 +260,15 @@ class DaskBlocks:
         return results
 
     @staticmethod
-    def _result(future) -> BlockResult:
-        if future.status == "error":
-            error = future.exception()
-            if isinstance(error, (EngineError, Cancelled)):
-                raise error
-            raise EngineError(f"a Dask task failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}")
-        return future.result()
+    def _result(value) -> BlockResult:
+        if isinstance(value, BlockResult):
+            return value
+        # a failed task comes back as (type, exception, traceback), a cancelled one as its CancelledError
+        error = value[1] if isinstance(value, tuple) else value
+        if isinstance(error, (EngineError, Cancelled)):
+            raise error
+        text = str(error).splitlines()[0][:300] if str(error) else ""
+        raise EngineError(f"a Dask task failed: {type(error).__name__}: {text}")
 
     def _assemble(self, results: Sequence[BlockResult], sink: OutputSet, folder: Path) -> None:
         """Every output from a VRT over its parts, written strip by strip into the run's own writer."""
