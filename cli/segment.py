@@ -123,8 +123,7 @@ def _layers(engine: Any, args: argparse.Namespace) -> Dict[str, Any]:
 
 def _package(engine: Any, args: argparse.Namespace, layers: Dict[str, Any], log) -> Tuple[Any, list]:
     """The package ``--model`` names, and the bundled packages' metadata (for the binding's warnings)."""
-    bundled = sorted(engine.list_packages(BUNDLED_MODELS_DIR), key=lambda found: found[1].name != DEFAULT_BUNDLED_MODEL
-                     ) if BUNDLED_MODELS_DIR.is_dir() else []
+    bundled = engine.list_packages(BUNDLED_MODELS_DIR, first=DEFAULT_BUNDLED_MODEL)  # none when the folder is gone
     candidates = [meta for _, meta in bundled]
     if args.model == AUTOMATIC:
         choice = engine.choose_package(candidates, layers, DEFAULT_BUNDLED_MODEL)

@@ -449,8 +449,9 @@ def _read_graph(onnx_path: Path) -> PackageMetadata:
     return meta
 
 
-def list_packages(folder: "str | Path") -> List[Tuple[Path, PackageMetadata]]:
-    """Packages found one level below ``folder`` (each in its own sub-folder), by name."""
+def list_packages(folder: "str | Path", first: Optional[str] = None) -> List[Tuple[Path, PackageMetadata]]:
+    """Packages found one level below ``folder`` (each in its own sub-folder), by name; the package
+    named ``first`` (e.g. the default of the bundled ones) ahead of the others."""
     found = []
     for sidecar in sorted(Path(folder).glob("*/*.json")):
         onnx_path = sidecar.with_suffix(".onnx")
@@ -459,4 +460,4 @@ def list_packages(folder: "str | Path") -> List[Tuple[Path, PackageMetadata]]:
                 found.append((onnx_path, read_sidecar_metadata(onnx_path)))
             except PackageError:
                 continue  # a broken package must not hide the others; load_package reports it
-    return found
+    return sorted(found, key=lambda item: item[1].name != first)  # stable: by name otherwise

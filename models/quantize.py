@@ -317,18 +317,12 @@ def measure_cost(fp32: ModelPackage, variant: ModelPackage, layer_sets: Sequence
             "layers": [s.describe() for s in layer_sets], "subsets": subsets}
 
 
-def seen_held_out_tiles(package: ModelPackage) -> bool:
-    """Whether the package says (in its stored held-out protocol) it was trained before the held-out set
-    was fixed, so that its held-out tile figures are optimistic; the variant's protocol must say so too."""
-    return "trained before the held-out set" in str(package.metadata.metrics.get("held_out", {}).get("protocol", ""))
-
-
 def held_out_cost(fp32: ModelPackage, variant: ModelPackage, data: Path = SHARED_DATA, threads: int = 1,
                   log: Log = print) -> Dict[str, object]:
     """The held-out figures (``models.held_out``) of both graphs, and the cost per subset and on Last-1."""
-    from .held_out import evaluate_held_out
+    from .held_out import evaluate_held_out, states_seen_in_training
 
-    seen = seen_held_out_tiles(fp32)
+    seen = states_seen_in_training(fp32)  # the variant's protocol must carry the same caution
     before = evaluate_held_out(fp32, data, threads, seen, log=log)
     after = evaluate_held_out(variant, data, threads, seen, log=log)
     subsets = {}

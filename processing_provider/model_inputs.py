@@ -112,7 +112,7 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
             return []  # processAlgorithm reports the import problem with a full message
         if not BUNDLED_MODELS_DIR.is_dir():
             return []
-        return sorted(list_packages(BUNDLED_MODELS_DIR), key=lambda found: found[1].name != DEFAULT_BUNDLED_MODEL)
+        return list_packages(BUNDLED_MODELS_DIR, first=DEFAULT_BUNDLED_MODEL)
 
     @staticmethod
     def _package_label(metadata: Any) -> str:
