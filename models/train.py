@@ -50,9 +50,12 @@ def _resolve(p: str, base: Path) -> Path:
 
 
 def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float], List[str]]:
-    """Training areas, validation areas (same stacks, spatially separate strips), sampling
-    weights (each group of folders gets its configured share) and each area's group. The
-    held-out tiles (``data.holdout``) are left out of both: they are for the final figures only."""
+    """Training areas, validation areas and each validation area's group, and sampling weights
+    (each group of folders gets its configured share). Validation is the right strip of every
+    tile (``val_fraction``, per folder entry or for the recipe), or, for the stacks a folder entry
+    names in ``validation_tiles``, the whole tile, which then never trains (strips neighbour
+    training pixels and overstate; whole tiles do not). The held-out tiles (``data.holdout``) are
+    left out of both: they are for the final figures only."""
     data = cfg["data"]
     root = _resolve(data.get("root", str(SHARED_DATA)), PLUGIN_ROOT)
     sources = sorted({m["source"] for m in cfg["modalities"]} | ({DSM_KEY} if data.get("estimated_ground") else set()))
@@ -71,13 +74,22 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
         stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
                   and all(x in s.name for x in entry.get("include", []))
                   and not is_held_out(Path(entry["path"]).name, s.name)]
-        area_px = sum(s.width * s.height for s in stacks)
+        whole = set(entry.get("validation_tiles", ()))  # validated on whole, never trained on
+        fraction = float(entry.get("val_fraction", data.get("val_fraction", 0.2)))
+        trained = [s for s in stacks if s.name not in whole]
+        area_px = sum(s.width * s.height for s in trained)
         for s in stacks:
-            a, b = split_area(s, float(data.get("val_fraction", 0.2)), data.get("val_side", "right"))
+            group = entry.get("group", entry["path"])
+            if s.name in whole:
+                val.append(Area(s, (0, 0, s.width, s.height)))
+                groups.append(group)
+                continue
+            a, b = split_area(s, fraction, data.get("val_side", "right"))
             train.append(a)
-            val.append(b)
             weights.append(float(entry.get("weight", 1.0)) * a.pixels / max(1, area_px))
-            groups.append(entry.get("group", entry["path"]))
+            if b.pixels:  # val_fraction 0: the tile trains whole
+                val.append(b)
+                groups.append(group)
     return train, val, weights, groups
 
 

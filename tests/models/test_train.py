@@ -134,3 +134,31 @@ def test_selection_last_exports_the_final_weights(tmp_path):
     if best_step != 6:  # the best checkpoint is not the last one: the two packages differ
         last = load_file(str(paths["last"].with_suffix(".safetensors")))
         assert any(not np.allclose(shipped[k], last[k]) for k in last)
+
+
+def test_whole_validation_tiles_never_train_and_held_out_tiles_are_in_neither(shared_data):
+    """``validation_tiles`` of a folder entry: those stacks validate whole and never train; with the
+    entry's ``val_fraction`` 0 the other stacks train whole; the held-out set stays out of both."""
+    from modalseg.models.data.holdout import HELD_OUT_STACKS
+    from modalseg.models.train import build_areas
+
+    whole = ["ignplugin_mnx_crop_3", "test_data_77050_627755_LA93_IGN69"]
+    cfg = {"modalities": [{"name": "ndsm", "source": "ndsm", "bands": 1}],
+           "data": {"root": str(shared_data), "val_fraction": 0.2, "folders": [
+               {"path": "lidarhd_elevation", "exclude": ["decim_"], "group": "towns", "val_fraction": 0.0,
+                "validation_tiles": whole},
+               {"path": "lidarhd_elevation", "include": ["decim_"], "group": "towns"}]}}
+    train, val, weights, groups = build_areas(cfg)
+    trained = {a.stack.name for a in train}
+    validated = {a.stack.name: a for a in val}
+    assert not trained & set(whole) and set(whole) <= set(validated)
+    for name in whole:
+        area = validated[name]
+        assert area.window == (0, 0, area.stack.width, area.stack.height)
+    assert not (trained | set(validated)) & set(HELD_OUT_STACKS["lidarhd_elevation"])
+    for area in train:
+        if area.stack.name.startswith("decim_"):  # strips for the entry without validation tiles
+            assert area.window[2] == round(0.8 * area.stack.width) and area.stack.name in validated
+        else:
+            assert area.window == (0, 0, area.stack.width, area.stack.height)
+    assert len(groups) == len(val) and len(weights) == len(train) == 8
