@@ -37,14 +37,13 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from common import expose_plugin_package, shared_data_folder  # type: ignore
+    from common import OnnxPredictor, expose_plugin_package, shared_data_folder  # type: ignore
 else:
-    from .common import expose_plugin_package, shared_data_folder
+    from .common import OnnxPredictor, expose_plugin_package, shared_data_folder
 expose_plugin_package()
 
 from modalseg.engine.metrics import confusion_from_values, per_class  # noqa: E402
 from modalseg.engine.package import list_packages, load_package  # noqa: E402
-from modalseg.engine.runtime import make_runner  # noqa: E402
 from modalseg.models.held_out import HeldOutArea, evaluate_held_out, format_table, segment_area  # noqa: E402
 from modalseg.benchmarks.flood import flood_table, is_flood_package, print_flood_table  # noqa: E402
 from modalseg.models.data.chips import split_area  # noqa: E402
@@ -68,27 +67,6 @@ def package_cfg(meta) -> Dict:
     return {"modalities": [{"name": m.name, "bands": m.bands, "source": SOURCE_OF_KIND.get(m.kind, m.kind),
                             "normalization": m.normalization} for m in meta.modalities],
             "classes": [{"value": c.value} for c in meta.classes], "foreground": [0, 1, 2, 3]}
-
-
-class OnnxPredictor:
-    """Runs a package's ONNX graph (through the engine's runner) on one whole strip."""
-
-    def __init__(self, package, threads: int) -> None:
-        self.package = package
-        self.runner = make_runner(package, "onnx", "cpu", threads)
-        self.mult = package.metadata.size_multiple
-
-    def outputs(self, feed, present):
-        meta = self.package.metadata
-        h, w = next(iter(feed.values())).shape[-2:]
-        ph, pw = -h % self.mult, -w % self.mult
-        feeds = {m: np.pad(feed[m], ((0, 0), (0, ph), (0, pw)))[None] for m in meta.modality_names}
-        feeds[meta.presence_input] = np.asarray([present], np.float32)
-        logits, rob = self.runner.run(feeds)
-        return logits[0, :, :h, :w], None if rob is None else rob[0, :, :h, :w]
-
-    def __call__(self, feed, present):
-        return self.outputs(feed, present)[0].argmax(0)
 
 
 def robustness_by_class(predictor: OnnxPredictor, areas, cfg) -> Dict[str, Dict[str, float]]:

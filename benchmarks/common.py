@@ -12,7 +12,7 @@ import os
 import resource
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -40,6 +40,33 @@ def shared_data_folder() -> Path:
     from modalseg.models.data.shared_data import SHARED_DATA
 
     return SHARED_DATA
+
+
+class OnnxPredictor:
+    """Runs a package's ONNX graph (through the engine's runner, CPU) on one whole in-memory area:
+    inputs padded to the graph's size multiple, outputs cropped back."""
+
+    def __init__(self, package, threads: int) -> None:
+        from modalseg.engine.runtime import make_runner
+
+        self.package = package
+        self.runner = make_runner(package, "onnx", "cpu", threads)
+        self.mult = package.metadata.size_multiple
+
+    def outputs(self, feed: Dict[str, np.ndarray], present) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Logits (classes x h x w) and robustness (modalities x h x w, or None) of normalised
+        inputs (modality -> bands x h x w; every modality of the package) with presence ``present``."""
+        meta = self.package.metadata
+        h, w = next(iter(feed.values())).shape[-2:]
+        ph, pw = -h % self.mult, -w % self.mult
+        feeds = {m: np.pad(feed[m], ((0, 0), (0, ph), (0, pw)))[None] for m in meta.modality_names}
+        if meta.presence_input:
+            feeds[meta.presence_input] = np.asarray([present], np.float32)
+        logits, rob = self.runner.run(feeds)
+        return logits[0, :, :h, :w], None if rob is None else rob[0, :, :h, :w]
+
+    def __call__(self, feed: Dict[str, np.ndarray], present) -> np.ndarray:
+        return self.outputs(feed, present)[0].argmax(0)
 
 
 def peak_rss_mb() -> float:

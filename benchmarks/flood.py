@@ -20,9 +20,9 @@ import numpy as np
 from ..engine.metrics import confusion_matrix, modality_subsets, per_class, subset_table
 from ..engine.normalize import normalize, own_statistics
 from ..engine.package import ModelPackage, load_package
-from ..engine.runtime import make_runner
 from ..models.data.ombria import WATER, OmbriaChip, find_ombria_chips
 from ..models.data.shared_data import PLUGIN_ROOT, SHARED_DATA
+from .common import OnnxPredictor
 
 SGMA_PACKAGE = PLUGIN_ROOT / "resources" / "models" / "modalseg-flood-s1s2"
 ASANET_PACKAGE = PLUGIN_ROOT / "benchmarks" / "baselines" / "flood-asanet"
@@ -59,7 +59,8 @@ class ChipResult:
 def run_chips(package: ModelPackage, chips: Sequence[OmbriaChip], subset: Tuple[str, ...]) -> List[ChipResult]:
     """Every chip whole through the package's ONNX graph with the modalities of ``subset``."""
     meta = package.metadata
-    runner = make_runner(package, "onnx", "cpu", threads=1)
+    predictor = OnnxPredictor(package, threads=1)
+    present = [1.0 if n in subset else 0.0 for n in meta.modality_names]
     results = []
     for chip in chips:
         feeds = {}
@@ -67,19 +68,15 @@ def run_chips(package: ModelPackage, chips: Sequence[OmbriaChip], subset: Tuple[
             spec = meta.modality(name)
             if name in subset:
                 data, valid = chip.read(SOURCES[name])
-                x = normalize(data, valid, spec.normalization, own_statistics(data, valid, spec.normalization))
+                feeds[name] = normalize(data, valid, spec.normalization, own_statistics(data, valid, spec.normalization))
             else:
-                x = np.zeros((spec.bands, chip.height, chip.width), np.float32)
-            feeds[name] = x[None]
-        if meta.presence_input:
-            feeds[meta.presence_input] = np.array([[1.0 if n in subset else 0.0 for n in meta.modality_names]],
-                                                  np.float32)
-        logits, robustness = runner.run(feeds)
-        prediction = logits[0].argmax(axis=0)  # class index: 0 land, 1 water
+                feeds[name] = np.zeros((spec.bands, chip.height, chip.width), np.float32)
+        logits, robustness = predictor.outputs(feeds, present)
+        prediction = logits.argmax(axis=0)  # class index: 0 land, 1 water
         reference = (chip.read_label() == WATER).astype(np.int64)
         share = None
         if robustness is not None and "sar" in subset:
-            share = float(robustness[0, meta.modality_names.index("sar")].mean())
+            share = float(robustness[meta.modality_names.index("sar")].mean())
         optical, _ = chip.read(SOURCES["optical"])
         results.append(ChipResult(chip.name, cloud_share(optical) > CLOUDY_SHARE,
                                   confusion_matrix(reference, prediction, 2), share))
