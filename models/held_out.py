@@ -19,7 +19,6 @@ in the JSON metadata and in the graph's embedded copy, and re-renders the model 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import tempfile
@@ -36,15 +35,13 @@ from ..engine.metrics import confusion_from_values, modality_subsets, per_class
 from ..engine.package import METADATA_KEY, ClassInfo, ModelPackage, PackageError, load_package, parse_metadata
 from ..engine.writers import class_nodata_value
 from .data.holdout import HELD_OUT_OPTICAL_AREA, HELD_OUT_STACKS
+from .data.point_cloud_stacks import rasterised_stack
 from .data.shared_data import SHARED_DATA
 
 Log = Callable[[str], None]
 MIOU_CLASS_VALUES = (1, 2, 3, 4)  # ground, building, low vegetation, tree (the targets)
 MIN_SUPPORT = 200  # the same rule as models.train's validation: a class with a handful of pixels says nothing
 OPTICAL_GROUP = "optical area"
-# Label cells farther than this from any LiDAR point stay unlabelled: 1 m at the orthophoto's 0.2 m,
-# about twice the cloud's point spacing (at 2 px a quarter of the cells between points is lost).
-OPTICAL_NODATA_DISTANCE_PX = 5.0
 
 # What feeds a modality kind in a held-out area: (raster key of the area, bands; None = the first ones).
 # The false-colour orthophoto (IRC) is NIR, red, green: NIR is its band 1.
@@ -82,28 +79,17 @@ def held_out_areas(classes: Sequence[ClassInfo], data: Path = SHARED_DATA, cache
 
 
 def _optical_area(classes: Sequence[ClassInfo], data: Path, cache: Optional[Path], log: Log) -> HeldOutArea:
-    from ..engine.point_cloud import RasterizeOptions, RasterOutputs, rasterize_point_cloud
-
     folder = data / HELD_OUT_OPTICAL_AREA["folder"]
     rgb, irc, cloud = (folder / HELD_OUT_OPTICAL_AREA[k] for k in ("rgb", "irc", "point_cloud"))
     for path in (rgb, cloud):
         if not path.exists():
             raise EngineError(f"the held-out optical area's file '{path}' does not exist")
-    # The key names everything the rasters depend on, so a changed input or class scheme makes new ones.
-    stamp = json.dumps([str(cloud), cloud.stat().st_size, str(rgb), OPTICAL_NODATA_DISTANCE_PX,
-                        [(c.value, c.name) for c in classes]])
-    work = (cache or Path(tempfile.gettempdir()) / "modalseg-held-out") / hashlib.sha256(stamp.encode()).hexdigest()[:12]
-    label, ndsm = work / "labels.tif", work / "ndsm.tif"
-    if not (label.exists() and ndsm.exists()):
-        work.mkdir(parents=True, exist_ok=True)
-        rasterize_point_cloud([str(cloud)], RasterOutputs(ndsm=str(ndsm), labels=str(label)), classes,
-                              RasterizeOptions(reference=str(rgb), nodata_distance=OPTICAL_NODATA_DISTANCE_PX),
-                              log=lambda text: None)
-        log(f"held-out optical area: labels and nDSM rasterised from '{cloud.name}' onto '{rgb.name}' ({work})")
-    rasters = {"rgb": rgb, "ndsm": ndsm}
+    stack = rasterised_stack(rgb, cloud, classes, cache or Path(tempfile.gettempdir()) / "modalseg-held-out",
+                             log=lambda text: log(f"held-out optical area: {text}"))
+    rasters = {"rgb": rgb, "ndsm": stack.files["ndsm"]}
     if irc.exists():
         rasters["irc"] = irc
-    return HeldOutArea(rgb.stem, OPTICAL_GROUP, label, rasters)
+    return HeldOutArea(rgb.stem, OPTICAL_GROUP, stack.label, rasters)
 
 
 def area_subsets(package: ModelPackage, area: HeldOutArea) -> List[Tuple[str, ...]]:

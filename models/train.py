@@ -30,7 +30,7 @@ from ..engine.vocabulary import DEFAULT_GROUND_WINDOW_M
 from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
 from .data.estimated_ground import DSM_KEY, EstimatedGroundCache
 from .data.rasters import find_lidar_stacks
-from .data.holdout import is_held_out
+from .data.holdout import is_held_out, is_held_out_optical
 from .data.shared_data import PLUGIN_ROOT, SHARED_DATA
 from .optimisation import apply_gradients, lr_at, set_learning_rate
 
@@ -70,16 +70,19 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
             weights += [float(entry.get("weight", 1.0)) / max(1, len(a_list))] * len(a_list)
             groups += [entry.get("group", entry["path"])] * len(b_list)
             continue
-        stacks = find_lidar_stacks(_resolve(entry["path"], root), sources)
-        stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
-                  and all(x in s.name for x in entry.get("include", []))
-                  and not is_held_out(Path(entry["path"]).name, s.name)]
+        if entry.get("format") == "point_cloud":  # an orthophoto labelled from its LiDAR cloud
+            stacks = [point_cloud_stack(entry, root, cfg)]
+        else:
+            stacks = find_lidar_stacks(_resolve(entry["path"], root), sources)
+            stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
+                      and all(x in s.name for x in entry.get("include", []))
+                      and not is_held_out(Path(entry["path"]).name, s.name)]
         whole = set(entry.get("validation_tiles", ()))  # validated on whole, never trained on
         fraction = float(entry.get("val_fraction", data.get("val_fraction", 0.2)))
         trained = [s for s in stacks if s.name not in whole]
         area_px = sum(s.width * s.height for s in trained)
         for s in stacks:
-            group = entry.get("group", entry["path"])
+            group = entry.get("group") or entry.get("path") or entry["ortho"]
             if s.name in whole:
                 val.append(Area(s, (0, 0, s.width, s.height)))
                 groups.append(group)
@@ -91,6 +94,20 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
                 val.append(b)
                 groups.append(group)
     return train, val, weights, groups
+
+
+def point_cloud_stack(entry: Dict[str, Any], root: Path, cfg: Dict[str, Any]):
+    """The stack of a ``"format": "point_cloud"`` folder entry: ``ortho`` (the optical layer) with
+    labels, DSM and nDSM rasterised from ``point_cloud`` onto its grid (cached under build/)."""
+    from ..engine.package import ClassInfo
+    from .data.point_cloud_stacks import rasterised_stack
+
+    ortho = _resolve(entry["ortho"], root)
+    if is_held_out_optical(ortho.name):
+        raise ValueError(f"'{ortho.name}' is the held-out optical area (models/data/holdout.py): it never trains")
+    classes = [ClassInfo(c["value"], c["name"], c["color"]) for c in cfg["classes"]]
+    return rasterised_stack(ortho, _resolve(entry["point_cloud"], root), classes,
+                            PLUGIN_ROOT / "build" / "cache" / "point_cloud_stacks", modality=entry.get("modality", "rgb"))
 
 
 def validation_protocol(cfg: Dict[str, Any]) -> str:

@@ -34,3 +34,8 @@ HELD_OUT_OPTICAL_AREA = {
 def is_held_out(folder: str, stem: str) -> bool:
     """True when the stack ``stem`` of shared-data folder ``folder`` is in the held-out set."""
     return stem in HELD_OUT_STACKS.get(folder, ())
+
+
+def is_held_out_optical(filename: str) -> bool:
+    """True when ``filename`` is a layer of the held-out optical area."""
+    return filename in (HELD_OUT_OPTICAL_AREA["rgb"], HELD_OUT_OPTICAL_AREA["irc"])

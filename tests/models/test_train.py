@@ -162,3 +162,28 @@ def test_whole_validation_tiles_never_train_and_held_out_tiles_are_in_neither(sh
         else:
             assert area.window == (0, 0, area.stack.width, area.stack.height)
     assert len(groups) == len(val) and len(weights) == len(train) == 8
+
+
+def test_an_orthophoto_trains_with_labels_rasterised_from_its_point_cloud(shared_data):
+    """``"format": "point_cloud"``: the BD ORTHO south half with labels, DSM and nDSM from the LiDAR
+    cloud on its own 0.2 m grid; the held-out north half is refused by name."""
+    from modalseg.models.train import build_areas
+
+    classes = [{"value": v, "name": n, "color": "#000000"} for v, n in
+               [(1, "ground"), (2, "building"), (3, "low vegetation"), (4, "tree"), (5, "water"), (6, "other")]]
+    entry = {"format": "point_cloud", "ortho": "point_clouds/bdortho_pacasam_792000_6272000_left_rgb_south.tif",
+             "point_cloud": "point_clouds/lidarhd_pacasam_792000_6272000_left.laz", "group": "rgb_tiles"}
+    cfg = {"classes": classes, "modalities": [{"name": "optical", "source": "rgb", "bands": 3}],
+           "data": {"root": str(shared_data), "val_fraction": 0.2, "folders": [entry]}}
+    train, val, _, groups = build_areas(cfg)
+    stack = train[0].stack
+    assert stack.gsd == pytest.approx(0.2) and set(stack.files) == {"rgb", "ndsm", "dsm"}
+    from osgeo import gdal
+
+    values = gdal.Open(str(stack.label)).ReadAsArray()
+    assert {1, 2} <= set(np.unique(values)) and set(np.unique(values)) <= {0, 1, 2}
+    assert (values == 2).mean() > 0.05  # roofs of the village, not a handful of cells
+    assert train[0].window[2] == round(0.8 * stack.width) and groups == ["rgb_tiles"]
+    entry["ortho"] = "point_clouds/bdortho_pacasam_792000_6272000_left_rgb_north.tif"
+    with pytest.raises(ValueError, match="held-out optical area"):
+        build_areas(cfg)
