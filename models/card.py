@@ -79,6 +79,16 @@ def few_labels_table(few: Dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def own_weights_line(held_out: Dict[str, Any]) -> str:
+    """Figures measured on a twin (``models.held_out --twin``): the shipped weights' own beside them."""
+    own = held_out.get("own_weights")
+    if not own:
+        return ""
+    figures = ", ".join(f"{subset} {miou:.1f}" for subset, miou in own.items() if miou is not None)
+    return (f"\nThe table is the twin's (the same recipe trained without these areas). The shipped weights' own mIoU "
+            f"on the same areas, optimistic because they trained on part of the LiDAR tiles: {figures}.\n")
+
+
 def observed_failure_modes(meta: Dict[str, Any]) -> List[str]:
     """What the held-out figures show: subsets below ``LOW_MIOU``, classes below ``LOW_CLASS_IOU``."""
     held_out = meta.get("metrics", {}).get("held_out")
@@ -114,7 +124,7 @@ def _honest_sections(m: Dict[str, Any], meta: Dict[str, Any]) -> str:
 Protocol: {m['held_out']['protocol']}.
 
 {held_out_table(m['held_out'], meta['classes'])}
-
+{own_weights_line(m['held_out'])}
 `segment` logs the figure of the modality subset in use and warns when its mIoU is below {LOW_MIOU:.0f}.
 """)
     if m.get("benchmarks"):

@@ -88,3 +88,25 @@ def test_a_package_of_other_classes_is_refused_in_one_sentence(tmp_path):
     with pytest.raises(EngineError, match=r"^the held-out set is labelled with the urban classes 1-4 .*model "
                                           r"'constant' has classes 1 red wins, 2 green wins, 3 blue wins$"):
         held_out.evaluate_held_out(package)
+
+
+def test_figures_of_a_twin_say_so_and_keep_the_shipped_weights_own_beside_them(tmp_path):
+    """``--twin``: the figures come from the recipe trained without the held-out set; the protocol
+    says so and still states that the shipped weights saw the tiles; the card lists their own."""
+    from modalseg.engine.errors import EngineError
+
+    folder = tmp_path / DEFAULT.name
+    shutil.copytree(DEFAULT, folder)
+    package = load_package(folder)
+    held_out.same_recipe(package, load_package(DEFAULT))
+    with pytest.raises(EngineError, match=r"is not the same recipe as .*: its name differ \(modalseg-flood-s1s2 "):
+        held_out.same_recipe(package, load_package(REPO_ROOT / "resources" / "models" / "modalseg-flood-s1s2"))
+    text = held_out.twin_protocol(held_out.protocol([], False), package)
+    assert "figures of a twin" in text and "none of these areas is trained on" in text
+    figures = {"protocol": text, "own_weights": {"ndsm": 67.3, "optical": 26.6},
+               "subsets": {"ndsm": {"miou": 53.2, "per_class": {"1": 91.1}, "pixels": 10, "classes_in_miou": [1]}}}
+    held_out.store_metrics(package, {"held_out": figures})
+    assert held_out.states_seen_in_training(load_package(folder))  # the int8 cost is measured as seen
+    card = (folder / "README.md").read_text()
+    assert ("The shipped weights' own mIoU on the same areas, optimistic because they trained on part of the "
+            "LiDAR tiles: ndsm 67.3, optical 26.6.") in card
