@@ -165,12 +165,13 @@ def protocol(areas: Sequence[HeldOutArea], seen_in_training: bool) -> str:
     return text
 
 
-def twin_protocol(own_protocol: str, twin: ModelPackage) -> str:
+def twin_protocol(own_protocol: str, twin: ModelPackage, package: ModelPackage) -> str:
     """The protocol of figures measured on ``twin``: the package's recipe trained again with the
     held-out set left out, standing in for shipped weights that saw the held-out tiles."""
-    steps = twin.metadata.metrics.get("steps")
+    steps = [p.metadata.metrics.get(k) for p in (twin, package) for k in ("steps", "threads")]
     return (f"{own_protocol}; these are the figures of a twin: the package's own recipe trained again with the "
-            f"held-out set left out (models.train always leaves it out now; {steps} steps), because {SEEN_IN_TRAINING}: "
+            f"held-out set left out (models.train always leaves it out now; {steps[0]} steps on {steps[1]} thread(s), "
+            f"the shipped weights {steps[2]} on {steps[3]}), because {SEEN_IN_TRAINING}: "
             "the shipped weights also trained on the left 80 % of each held-out LiDAR tile, so they score higher "
             "there (own_weights, optimistic), while the twin's figures are what a place never seen can expect")
 
@@ -317,7 +318,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             same_recipe(package, twin)
             own = held_out
             held_out = evaluate_held_out(twin, Path(a.data), a.threads, seen_in_training=False)
-            held_out["protocol"] = twin_protocol(held_out["protocol"], twin)
+            held_out["protocol"] = twin_protocol(held_out["protocol"], twin, package)
             held_out["own_weights"] = {k: f["miou"] for k, f in own["subsets"].items()}
     except (EngineError, PackageError) as exc:
         raise SystemExit(f"held-out evaluation failed: {exc}") from None

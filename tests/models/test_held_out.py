@@ -101,8 +101,8 @@ def test_figures_of_a_twin_say_so_and_keep_the_shipped_weights_own_beside_them(t
     held_out.same_recipe(package, load_package(DEFAULT))
     with pytest.raises(EngineError, match=r"is not the same recipe as .*: its name differ \(modalseg-flood-s1s2 "):
         held_out.same_recipe(package, load_package(REPO_ROOT / "resources" / "models" / "modalseg-flood-s1s2"))
-    text = held_out.twin_protocol(held_out.protocol([], False), package)
-    assert "figures of a twin" in text and "none of these areas is trained on" in text
+    text = held_out.twin_protocol(held_out.protocol([], False), package, package)
+    assert "figures of a twin" in text and "none of these areas is trained on" in text and "4800 steps on 2 thread(s)" in text
     figures = {"protocol": text, "own_weights": {"ndsm": 67.3, "optical": 26.6},
                "subsets": {"ndsm": {"miou": 53.2, "per_class": {"1": 91.1}, "pixels": 10, "classes_in_miou": [1]}}}
     held_out.store_metrics(package, {"held_out": figures})
