@@ -59,7 +59,8 @@ def held_out_table(held_out: Dict[str, Any], classes: Sequence[Dict[str, Any]]) 
 
     def row(group: str, subset: str, f: Dict[str, Any]) -> str:
         ious = " | ".join(_one(f["per_class"].get(str(c["value"]))) for c in classes)
-        return f"| {group} | {subset} | {ious} | **{_one(f['miou'])}** | {f['pixels']} |"
+        spread = f" ± {_one(f['spread'])}" if f.get("spread") is not None else ""  # several seeds: mean ± spread
+        return f"| {group} | {subset} | {ious} | **{_one(f['miou'])}**{spread} | {f['pixels']} |"
 
     for group, subsets in held_out.get("groups", {}).items():
         rows += [row(group, subset, f) for subset, f in subsets.items()]

@@ -165,15 +165,35 @@ def protocol(areas: Sequence[HeldOutArea], seen_in_training: bool) -> str:
     return text
 
 
-def twin_protocol(own_protocol: str, twin: ModelPackage, package: ModelPackage) -> str:
-    """The protocol of figures measured on ``twin``: the package's recipe trained again with the
-    held-out set left out, standing in for shipped weights that saw the held-out tiles."""
-    steps = [p.metadata.metrics.get(k) for p in (twin, package) for k in ("steps", "threads")]
+def twin_protocol(own_protocol: str, twins: Sequence[ModelPackage], package: ModelPackage) -> str:
+    """The protocol of figures measured on ``twins``: the package's recipe trained again with the
+    held-out set left out (one per seed), standing in for shipped weights that saw the held-out tiles."""
+    runs = ", ".join(f"{t.metadata.metrics.get('steps')} steps on {t.metadata.metrics.get('threads')} thread(s)"
+                     for t in twins)
+    own = f"{package.metadata.metrics.get('steps')} on {package.metadata.metrics.get('threads')}"
+    seeds = f"the mean of {len(twins)} seeds (spread = half their range)" if len(twins) > 1 else "one seed"
     return (f"{own_protocol}; these are the figures of a twin: the package's own recipe trained again with the "
-            f"held-out set left out (models.train always leaves it out now; {steps[0]} steps on {steps[1]} thread(s), "
-            f"the shipped weights {steps[2]} on {steps[3]}), because {SEEN_IN_TRAINING}: "
+            f"held-out set left out (models.train always leaves it out now; {seeds}; {runs}, the shipped weights "
+            f"{own}), because {SEEN_IN_TRAINING}: "
             "the shipped weights also trained on the left 80 % of each held-out LiDAR tile, so they score higher "
             "there (own_weights, optimistic), while the twin's figures are what a place never seen can expect")
+
+
+def mean_over_seeds(runs: Sequence[Dict[str, object]]) -> Dict[str, object]:
+    """Figures of several twins (seeds) of one recipe: mIoU and per-class IoU averaged per subset
+    and group, with ``spread`` (half the range of the mIoU) and ``seeds`` beside each mIoU."""
+    def mean(rows: List[Dict[str, object]]) -> Dict[str, object]:
+        mious = [r["miou"] for r in rows if r["miou"] is not None]
+        classes = [k for k in rows[0]["per_class"] if all(k in r["per_class"] for r in rows)]
+        return {**rows[0], "miou": round(float(np.mean(mious)), 1) if mious else None,
+                "per_class": {k: round(float(np.mean([r["per_class"][k] for r in rows])), 1) for k in classes},
+                "spread": round((max(mious) - min(mious)) / 2, 1) if mious else None, "seeds": [r["miou"] for r in rows]}
+
+    first = runs[0]
+    return {**first,
+            "subsets": {k: mean([r["subsets"][k] for r in runs]) for k in first["subsets"]},
+            "groups": {g: {k: mean([r["groups"][g][k] for r in runs]) for k in subsets}
+                       for g, subsets in first["groups"].items()}}
 
 
 def same_recipe(package: ModelPackage, twin: ModelPackage) -> None:
@@ -306,19 +326,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--seen-in-training", action="store_true", default=None,
                     help="the package was trained before the held-out set existed: say so in the protocol "
                          "(default: as its stored protocol says)")
-    ap.add_argument("--twin", help="package trained by the same recipe with the held-out set left out: the "
-                                   "figures are measured on it and stored in --package (whose own weights saw the "
-                                   "held-out tiles), with the package's own figures beside them as own_weights")
+    ap.add_argument("--twin", action="append", help="package trained by the same recipe with the held-out set "
+                    "left out (repeat for several seeds: the mean is stored, with the spread): the figures are "
+                    "measured on it and stored in --package (whose own weights saw the held-out tiles), with the "
+                    "package's own figures beside them as own_weights")
     a = ap.parse_args(argv)
     try:
         package = load_package(a.package)
         held_out = evaluate_held_out(package, Path(a.data), a.threads, a.seen_in_training or (True if a.twin else None))
         if a.twin:
-            twin = load_package(a.twin)
-            same_recipe(package, twin)
+            twins = [load_package(path) for path in a.twin]
+            for twin in twins:
+                same_recipe(package, twin)
             own = held_out
-            held_out = evaluate_held_out(twin, Path(a.data), a.threads, seen_in_training=False)
-            held_out["protocol"] = twin_protocol(held_out["protocol"], twin, package)
+            held_out = mean_over_seeds([evaluate_held_out(twin, Path(a.data), a.threads, seen_in_training=False)
+                                        for twin in twins])
+            held_out["protocol"] = twin_protocol(held_out["protocol"], twins, package)
             held_out["own_weights"] = {k: f["miou"] for k, f in own["subsets"].items()}
     except (EngineError, PackageError) as exc:
         raise SystemExit(f"held-out evaluation failed: {exc}") from None

@@ -101,8 +101,8 @@ def test_figures_of_a_twin_say_so_and_keep_the_shipped_weights_own_beside_them(t
     held_out.same_recipe(package, load_package(DEFAULT))
     with pytest.raises(EngineError, match=r"is not the same recipe as .*: its name differ \(modalseg-flood-s1s2 "):
         held_out.same_recipe(package, load_package(REPO_ROOT / "resources" / "models" / "modalseg-flood-s1s2"))
-    text = held_out.twin_protocol(held_out.protocol([], False), package, package)
-    assert "figures of a twin" in text and "none of these areas is trained on" in text and "4800 steps on 2 thread(s)" in text
+    text = held_out.twin_protocol(held_out.protocol([], False), [package, package], package)
+    assert "figures of a twin" in text and "none of these areas is trained on" in text and "mean of 2 seeds" in text and "4800 steps on 2 thread(s), 4800 steps" in text
     figures = {"protocol": text, "own_weights": {"ndsm": 67.3, "optical": 26.6},
                "subsets": {"ndsm": {"miou": 53.2, "per_class": {"1": 91.1}, "pixels": 10, "classes_in_miou": [1]}}}
     held_out.store_metrics(package, {"held_out": figures})
@@ -110,3 +110,14 @@ def test_figures_of_a_twin_say_so_and_keep_the_shipped_weights_own_beside_them(t
     card = (folder / "README.md").read_text()
     assert ("The shipped weights' own mIoU on the same areas, optimistic because they trained on part of the "
             "LiDAR tiles: ndsm 67.3, optical 26.6.") in card
+
+
+def test_several_seeds_store_their_mean_and_spread():
+    def run(miou, building):
+        row = {"miou": miou, "per_class": {"1": 90.0, "2": building}, "pixels": 10, "classes_in_miou": [1, 2]}
+        return {"protocol": "p", "subsets": {"ndsm": row}, "groups": {"2 m tiles": {"ndsm": row}}}
+
+    mean = held_out.mean_over_seeds([run(53.2, 43.1), run(55.2, 46.9)])
+    for row in (mean["subsets"]["ndsm"], mean["groups"]["2 m tiles"]["ndsm"]):
+        assert row["miou"] == 54.2 and row["spread"] == 1.0 and row["seeds"] == [53.2, 55.2]
+        assert row["per_class"] == {"1": 90.0, "2": 45.0} and row["pixels"] == 10
