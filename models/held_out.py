@@ -333,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     a = ap.parse_args(argv)
     try:
         package = load_package(a.package)
-        held_out = evaluate_held_out(package, Path(a.data), a.threads, a.seen_in_training or (True if a.twin else None))
+        held_out = evaluate_held_out(package, Path(a.data), a.threads, True if a.twin else a.seen_in_training)
         if a.twin:
             twins = [load_package(path) for path in a.twin]
             for twin in twins:

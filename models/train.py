@@ -61,6 +61,7 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
     sources = sorted({m["source"] for m in cfg["modalities"]} | ({DSM_KEY} if data.get("estimated_ground") else set()))
     train, val, weights, groups = [], [], [], []
     for entry in data["folders"]:
+        group = entry.get("group") or entry.get("path") or entry["ortho"]
         if entry.get("format") == "ombria":  # chips, not tiles: validation = a seeded share of chips
             from .data.ombria import find_ombria_chips, validation_split
             a_list, b_list = validation_split(find_ombria_chips(_resolve(entry["path"], root), sources),
@@ -68,7 +69,7 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
             train += a_list
             val += b_list
             weights += [float(entry.get("weight", 1.0)) / max(1, len(a_list))] * len(a_list)
-            groups += [entry.get("group", entry["path"])] * len(b_list)
+            groups += [group] * len(b_list)
             continue
         if entry.get("format") == "point_cloud":  # an orthophoto labelled from its LiDAR cloud
             stacks = [point_cloud_stack(entry, root, cfg)]
@@ -82,7 +83,6 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
         trained = [s for s in stacks if s.name not in whole]
         area_px = sum(s.width * s.height for s in trained)
         for s in stacks:
-            group = entry.get("group") or entry.get("path") or entry["ortho"]
             if s.name in whole:
                 val.append(Area(s, (0, 0, s.width, s.height)))
                 groups.append(group)

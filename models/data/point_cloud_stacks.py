@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ...engine.errors import EngineError
 from ...engine.package import ClassInfo
 from .rasters import RasterStack
 
@@ -21,7 +22,6 @@ NODATA_DISTANCE_PX = 5.0
 def rasterised_stack(ortho: Path, cloud: Path, classes: Sequence[ClassInfo], cache: Path,
                      modality: str = "rgb", log: Callable[[str], None] = lambda text: None) -> RasterStack:
     """Stack ``{modality: ortho, "ndsm", "dsm"}`` with labels, all on ``ortho``'s grid."""
-    from ...engine.errors import EngineError
     from ...engine.point_cloud import RasterizeOptions, RasterOutputs, rasterize_point_cloud
 
     for path in (ortho, cloud):
