@@ -28,14 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     expose_plugin_package()
     from modalseg.engine import GridRequest, OutputPaths, RunOptions, load_package, run_segmentation
-    from modalseg.engine.grid import reference_grid
     from modalseg.engine.binding import reference_order
-    from modalseg.engine.reader import SourceReader
+    from modalseg.engine.grid import reference_grid
+    from modalseg.engine.inputs import open_inputs
     from modalseg.engine.runtime import make_runner
-    from modalseg.engine.pipeline import TilePipeline
-    from modalseg.engine.segment import layer_statistics
-    from modalseg.engine.tiling import plan_tiles
-    import numpy as np
 
     scene = make_scene(args.work, args.size)
     package = load_package(make_unet_package(args.work))
@@ -60,14 +56,10 @@ def main() -> None:
     # Bare runtime: the same tiles, prepared in memory beforehand, through the same session settings.
     tile, overlap = 512, round(0.15 * 512)
     grid = reference_grid(reference_order(sources), GridRequest())
-    readers = {s.modality: SourceReader(s, grid) for s in sources}
-    stats = layer_statistics(readers, package.metadata)
-    plan = plan_tiles(grid.width, grid.height, tile, overlap, package.metadata.size_multiple)
-    presence = np.ones((1, len(package.metadata.modalities)), np.float32)
-    tiles = plan.all_tiles()
-    pipeline = TilePipeline(plan, readers, stats, package.metadata, None, presence, "hann", args.batch,
-                            print, lambda: False)
-    batches = [pipeline.prepare(tiles[i:i + args.batch]).feeds for i in range(0, len(tiles), args.batch)]
+    with open_inputs(sources, package.metadata, grid, out, print, tile_size=tile, overlap=overlap) as inputs:
+        tiles = inputs.plan.all_tiles()
+        pipeline = inputs.pipeline(package.metadata, batch_size=args.batch)
+        batches = [pipeline.prepare(tiles[i:i + args.batch]).feeds for i in range(0, len(tiles), args.batch)]
 
     def bare_run() -> float:
         runner = make_runner(package, "onnx", "cpu")

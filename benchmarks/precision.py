@@ -53,27 +53,17 @@ def scene_sources(scene: Dict[str, str], package) -> list:
 
 def prepared_batches(package, sources, batch: int, limit: int = 0) -> list:
     """The scene's tiles as the engine feeds them (read, normalised), in memory: the bare runtime's input."""
-    import numpy as np
-
     from modalseg.engine import GridRequest
     from modalseg.engine.binding import reference_order
     from modalseg.engine.grid import reference_grid
-    from modalseg.engine.pipeline import TilePipeline
-    from modalseg.engine.reader import SourceReader
-    from modalseg.engine.segment import layer_statistics
-    from modalseg.engine.tiling import plan_tiles
+    from modalseg.engine.inputs import open_inputs
 
     meta = package.metadata
     grid = reference_grid(reference_order(sources), GridRequest())
-    readers = {s.modality: SourceReader(s, grid) for s in sources}
-    plan = plan_tiles(grid.width, grid.height, meta.tile_size, meta.overlap, meta.size_multiple)
-    tiles = plan.all_tiles()[:limit or None]
-    pipeline = TilePipeline(plan, readers, layer_statistics(readers, meta), meta, None,
-                            np.ones((1, len(meta.modalities)), np.float32), "hann", batch, print, lambda: False)
-    batches = [pipeline.prepare(tiles[i:i + batch]).feeds for i in range(0, len(tiles), batch)]
-    for reader in readers.values():
-        reader.close()
-    return batches
+    with tempfile.TemporaryDirectory() as scratch, open_inputs(sources, meta, grid, Path(scratch), print) as inputs:
+        pipeline = inputs.pipeline(meta, batch_size=batch)
+        tiles = inputs.plan.all_tiles()[:limit or None]
+        return [pipeline.prepare(tiles[i:i + batch]).feeds for i in range(0, len(tiles), batch)]
 
 
 def graphs(onnx_path: Path, work: Path, threads: int) -> Tuple[object, object, str]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -15,14 +14,12 @@ from .blending import FinishedRows
 from .errors import WARNING_PREFIX, Cancelled, EngineError
 from .gdal_mode import gdal_exceptions
 from .grid import Grid, GridRequest, reference_grid
-from .ground import estimated_ground
-from .normalize import Range, percentile_range
+from .inputs import OpenInputs, open_inputs, used_modalities
 from .outputs import OutputPaths, OutputSet, check_output_folders, check_outputs
 from .package import ModelPackage, PackageMetadata
 from .pipeline import Progress, TilePipeline
 from .reader import BandReader, SourceReader, bounded_gdal_cache
 from .runtime import NetworkLoader, cpu_threads, make_runner
-from .tiling import TilePlan, plan_tiles
 from .trust import degenerate_map_warning, pixel_size_warning, report_held_out_accuracy
 from .vocabulary import DEFAULT_GROUND_WINDOW_M
 
@@ -79,22 +76,6 @@ def _tile_size(meta: PackageMetadata, options: RunOptions, log: Callable[[str], 
     return size
 
 
-def layer_statistics(readers: Dict[str, SourceReader], meta: PackageMetadata) -> Dict[str, Optional[Range]]:
-    """Whole-layer percentiles for the modalities normalised by them, computed once so tiling
-    cannot change normalisation (other recipes need no statistics: nothing is read here)."""
-    stats: Dict[str, Optional[Range]] = {}
-    for name, reader in readers.items():
-        spec = meta.modality(name).normalization
-        stats[name] = None
-        if spec.type == "percentile":
-            data, valid = reader.sample()
-            if not valid.any():
-                raise EngineError(f"the {name} layer '{reader.source.path}' has no valid pixel inside the output "
-                                  "extent (nodata everywhere)")
-            stats[name] = percentile_range(data, valid, spec.low, spec.high)
-    return stats
-
-
 def _check_valid_data(pipeline: TilePipeline, readers: Dict[str, SourceReader], sink: OutputSet) -> None:
     """Nodata everywhere is only known once every tile was read (tiles without data are not run)."""
     for name, reader in readers.items():
@@ -103,20 +84,6 @@ def _check_valid_data(pipeline: TilePipeline, readers: Dict[str, SourceReader], 
                               "extent (nodata everywhere)")
     if not sink.counts.any():
         raise EngineError("the layers have no valid pixel in common inside the output extent")
-
-
-def network_grid_of(grid: Grid, meta: PackageMetadata, log: Callable[[str], None]) -> Grid:
-    """The grid the network runs on: the output grid, resampled into the package's GSD range if needed."""
-    gsd = grid.gsd_metres()
-    log(f"output grid: {grid.width} x {grid.height} px, pixel {gsd:.3g} m")
-    if meta.gsd.min <= gsd <= meta.gsd.max:
-        return grid
-    target = min(max(gsd, meta.gsd.min), meta.gsd.max)
-    network_grid = grid.rescaled(target / gsd)
-    log(f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for "
-        f"({meta.gsd.min:g}–{meta.gsd.max:g} m): the network runs on a {network_grid.width} x "
-        f"{network_grid.height} px grid at {target:g} m and its probabilities are resampled back")
-    return network_grid
 
 
 @gdal_exceptions()  # held until the reader and writer threads are done
@@ -141,7 +108,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
         raise EngineError("no input layer is bound to the model")
     for source in sources:
         meta.modality(source.modality)  # raises for a modality the package does not have
-    used = [m for m in meta.modality_names if any(s.modality == m for s in sources)]
+    used = used_modalities(meta, sources)
     if meta.presence_input is None and len(used) != len(meta.modalities):
         raise EngineError(f"model '{meta.name}' needs all of {', '.join(meta.modality_names)}")
     if options.scheduler:
@@ -158,26 +125,18 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     if not grid.has_crs:
         warn("no input layer has a coordinate reference system: the run uses the layers' own coordinates "
              "(pixel sizes taken as metres) and the outputs have no CRS either")
-    network_grid = network_grid_of(grid, meta, log)
-    readers: Dict[str, SourceReader] = {}
     with bounded_gdal_cache(_gdal_cache_bytes(grid, outputs, meta, used, options.max_block_width)), \
-            estimated_ground(sources, grid, Path(outputs.classes).parent, options.ground_window_m, warn,
-                             is_cancelled or (lambda: False)) as sources, _closing(readers):
-        readers.update({s.modality: SourceReader(s, network_grid) for s in sources})
-        for name, reader in readers.items():
-            reader.check_values(meta.modality(name), warn)
-        stats = layer_statistics(readers, meta)
-        plan = plan_tiles(network_grid.width, network_grid.height, _tile_size(meta, options, log),
-                          meta.overlap if options.overlap is None else options.overlap, meta.size_multiple)
+            open_inputs(sources, meta, grid, Path(outputs.classes).parent, warn, log, _tile_size(meta, options, log),
+                        options.overlap, options.ground_window_m, is_cancelled or (lambda: False)) as inputs:
+        network_grid, readers, plan = inputs.network_grid, inputs.readers, inputs.plan
         runner = make_runner(package, options.runtime, options.device, options.threads, options.network_loader,
                              options.precision, warn)
         log(f"running on {runner.device}; {plan.count} tiles of {plan.tile_width} x {plan.tile_height} px, "
             f"overlap {plan.overlap} px, blend '{options.blend}', batch {options.batch_size}")
-        presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)
-        pipeline = TilePipeline(plan, readers, stats, meta, runner, presence, options.blend, options.batch_size,
-                                warn, is_cancelled or (lambda: False))
-        run_blocks = pipeline.run if not options.scheduler else _dask_blocks(
-            package, sources, readers, stats, network_grid, plan, presence, used, options, pipeline, log)
+        pipeline = inputs.pipeline(meta, runner, options.blend, options.batch_size, warn,
+                                   is_cancelled or (lambda: False))
+        run_blocks = pipeline.run if not options.scheduler else _dask_blocks(package, inputs, used, options,
+                                                                               pipeline, log)
         sink = OutputSet(outputs, grid, meta, used, warn)
         try:
             if network_grid is grid:
@@ -216,25 +175,13 @@ def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, u
     return 64 * 1024 * 1024 + 256 * width * bytes_per_pixel
 
 
-@contextmanager
-def _closing(readers: Dict[str, SourceReader]):
-    """GDAL datasets must not outlive the call: a traceback keeps frames alive, and QGIS crashes at
-    exit while datasets are still open."""
-    try:
-        yield
-    finally:
-        for reader in readers.values():
-            reader.close()
-
-
-def _dask_blocks(package: ModelPackage, sources: Sequence[Source], readers: Dict[str, SourceReader],
-                 stats: Dict[str, Optional[Range]], network_grid: Grid, plan: TilePlan, presence: np.ndarray,
-                 used: Sequence[str], options: RunOptions, pipeline: TilePipeline, log: Callable[[str], None]):
+def _dask_blocks(package: ModelPackage, inputs: OpenInputs, used: Sequence[str], options: RunOptions,
+                 pipeline: TilePipeline, log: Callable[[str], None]):
     """The blocks as Dask tasks (``engine.distributed``), from the job planned here."""
     from .distributed import BlockJob, DaskBlocks  # lazy: dask is optional
 
-    job = BlockJob(str(package.onnx_path), tuple(sources), {name: r.stretch for name, r in readers.items()}, stats,
-                   network_grid, plan, presence, tuple(used), options.blend, options.batch_size, options.runtime,
+    job = BlockJob(str(package.onnx_path), inputs.sources, {name: r.stretch for name, r in inputs.readers.items()},
+                   inputs.stats, inputs.network_grid, inputs.plan, inputs.presence, tuple(used), options.blend, options.batch_size, options.runtime,
                    options.device, options.threads or cpu_threads(), options.network_loader, options.precision)
     return DaskBlocks(options.scheduler, job, pipeline, log)
 

@@ -37,15 +37,10 @@ from ..engine.binding import LayerInput, Source, bind_modalities, reference_orde
 from ..engine.errors import WARNING_PREFIX, EngineError
 from ..engine.gdal_mode import gdal_exceptions
 from ..engine.grid import GridRequest, reference_grid
-from ..engine.ground import estimated_ground
+from ..engine.inputs import open_inputs, used_modalities
 from ..engine.metrics import confusion_from_values, modality_subsets
 from ..engine.package import (FLOAT_PRECISION, METADATA_KEY, VARIANT_PRECISIONS, ModelPackage, PackageError,
                               file_sha256, is_variant_file, load_package, load_variant, variant_path)
-from ..engine.pipeline import TilePipeline
-from ..engine.reader import SourceReader
-from ..engine.segment import layer_statistics, network_grid_of
-from ..engine.tiling import plan_tiles
-from ..engine.vocabulary import DEFAULT_GROUND_WINDOW_M
 from ..engine.writers import class_nodata_value
 from .data.shared_data import SHARED_DATA
 
@@ -123,29 +118,19 @@ def calibration_feeds(package: ModelPackage, layer_sets: Sequence[LayerSet], max
 def _area_feeds(package: ModelPackage, sources: List[Source], max_tiles: int, warn: Log,
                 scratch: Path) -> Iterator[Dict[str, np.ndarray]]:
     meta = package.metadata
-    used = [m for m in meta.modality_names if any(s.modality == m for s in sources)]
-    grid = network_grid_of(reference_grid(reference_order(sources), GridRequest()), meta, lambda text: None)
-    with estimated_ground(sources, grid, scratch, DEFAULT_GROUND_WINDOW_M, warn) as sources:
-        readers = {s.modality: SourceReader(s, grid) for s in sources}
-        try:
-            for name, reader in readers.items():
-                reader.check_values(meta.modality(name), warn)
-            plan = plan_tiles(grid.width, grid.height, meta.tile_size, meta.overlap, meta.size_multiple)
-            presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)
-            pipeline = TilePipeline(plan, readers, layer_statistics(readers, meta), meta, None, presence, "hann", 1,
-                                    warn, lambda: False)
-            tiles = plan.tiles_in((0, len(plan.ys) - 1), (0, len(plan.xs) - 1))
-            chosen = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(max_tiles, len(tiles))).round().astype(int)]
-            subsets = modality_subsets(used) if meta.presence_input else [tuple(used)]
-            for tile in dict.fromkeys(chosen):
-                batch = pipeline.prepare([tile])
-                if not batch.valid.any():
-                    continue
-                for subset in subsets:
-                    yield _with_only(batch.feeds, subset, meta)
-        finally:
-            for reader in readers.values():
-                reader.close()
+    used = used_modalities(meta, sources)
+    grid = reference_grid(reference_order(sources), GridRequest())
+    with open_inputs(sources, meta, grid, scratch, warn) as inputs:
+        pipeline = inputs.pipeline(meta, warn=warn)
+        tiles = inputs.plan.all_tiles()
+        chosen = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(max_tiles, len(tiles))).round().astype(int)]
+        subsets = modality_subsets(used) if meta.presence_input else [tuple(used)]
+        for tile in dict.fromkeys(chosen):
+            batch = pipeline.prepare([tile])
+            if not batch.valid.any():
+                continue
+            for subset in subsets:
+                yield _with_only(batch.feeds, subset, meta)
 
 
 def _with_only(feeds: Dict[str, np.ndarray], subset: Sequence[str], meta) -> Dict[str, np.ndarray]:
