@@ -179,6 +179,13 @@ def twin_protocol(own_protocol: str, twins: Sequence[ModelPackage], package: Mod
             "there (own_weights, optimistic), while the twin's figures are what a place never seen can expect")
 
 
+def seeds_protocol(own_protocol: str, runs: Sequence[ModelPackage]) -> str:
+    """The protocol of figures averaged over ``runs``: the shipped package and other seeds of its recipe."""
+    seeds = ", ".join(str(r.metadata.metrics.get("seed", "?")) for r in runs)
+    return (f"{own_protocol}; the mean of {len(runs)} runs of the package's recipe (seeds {seeds}; the shipped "
+            "weights are the first), every one trained without the held-out set; spread = half their range")
+
+
 def mean_over_seeds(runs: Sequence[Dict[str, object]]) -> Dict[str, object]:
     """Figures of several twins (seeds) of one recipe: mIoU and per-class IoU averaged per subset
     and group, with ``spread`` (half the range of the mIoU) and ``seeds`` beside each mIoU."""
@@ -326,6 +333,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--seen-in-training", action="store_true", default=None,
                     help="the package was trained before the held-out set existed: say so in the protocol "
                          "(default: as its stored protocol says)")
+    ap.add_argument("--seed-run", action="append", help="another seed of the package's own recipe, trained "
+                    "like it without the held-out set (repeatable): the mean over the package and these runs is "
+                    "stored, with the spread, and the package's own figures beside them as own_weights")
     ap.add_argument("--twin", action="append", help="package trained by the same recipe with the held-out set "
                     "left out (repeat for several seeds: the mean is stored, with the spread): the figures are "
                     "measured on it and stored in --package (whose own weights saw the held-out tiles), with the "
@@ -334,15 +344,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         package = load_package(a.package)
         held_out = evaluate_held_out(package, Path(a.data), a.threads, True if a.twin else a.seen_in_training)
-        if a.twin:
-            twins = [load_package(path) for path in a.twin]
-            for twin in twins:
-                same_recipe(package, twin)
+        if a.twin and a.seed_run:
+            raise EngineError("--twin (weights that saw the held-out tiles) and --seed-run (weights that did not) "
+                              "exclude each other")
+        runs = [load_package(path) for path in a.twin or a.seed_run or ()]
+        for run in runs:
+            same_recipe(package, run)
+        if runs:
             own = held_out
-            held_out = mean_over_seeds([evaluate_held_out(twin, Path(a.data), a.threads, seen_in_training=False)
-                                        for twin in twins])
-            held_out["protocol"] = twin_protocol(held_out["protocol"], twins, package)
+            others = [evaluate_held_out(run, Path(a.data), a.threads, seen_in_training=False) for run in runs]
+            held_out = mean_over_seeds(others if a.twin else [own] + others)
+            held_out["protocol"] = (twin_protocol(held_out["protocol"], runs, package) if a.twin
+                                    else seeds_protocol(own["protocol"], [package] + runs))
             held_out["own_weights"] = {k: f["miou"] for k, f in own["subsets"].items()}
+            held_out["own_weights_seen"] = bool(a.twin)
     except (EngineError, PackageError) as exc:
         raise SystemExit(f"held-out evaluation failed: {exc}") from None
     print(format_table(f"{package.metadata.name} {package.metadata.version}", held_out, package.metadata.classes))

@@ -396,7 +396,8 @@ def export_trained(net, cfg: Dict[str, Any], out: Path, val_areas, groups, train
     metrics = {
         "protocol": validation_protocol(cfg),
         "validation": res, "train_seconds": round(train_s, 1), "steps": step,
-        "threads": int(cfg["train"].get("threads", 1)), "history": history[-20:],
+        "threads": int(cfg["train"].get("threads", 1)), "seed": int(cfg["train"].get("seed", 0)),
+        "history": history[-20:],
     }
     held = held_out_areas(cfg)
     if held:

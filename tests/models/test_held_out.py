@@ -121,3 +121,24 @@ def test_several_seeds_store_their_mean_and_spread():
     for row in (mean["subsets"]["ndsm"], mean["groups"]["2 m tiles"]["ndsm"]):
         assert row["miou"] == 54.2 and row["spread"] == 1.0 and row["seeds"] == [53.2, 55.2]
         assert row["per_class"] == {"1": 90.0, "2": 45.0} and row["pixels"] == 10
+
+
+def test_seeds_of_a_package_trained_without_the_held_out_set_are_its_own_figures(tmp_path):
+    """``--seed-run``: the shipped weights are one of the runs averaged; nothing says they saw the
+    tiles, and the card names the shipped run's own figures without calling them optimistic."""
+    folder = tmp_path / DEFAULT.name
+    shutil.copytree(DEFAULT, folder)
+    package = load_package(folder)
+    text = held_out.seeds_protocol(held_out.protocol([], False), [package, package])
+    assert "none of these areas is trained on" in text and "the mean of 2 runs of the package's recipe" in text
+    assert "CAUTION" not in text and "twin" not in text
+    figures = {"protocol": text, "own_weights": {"ndsm": 55.5}, "own_weights_seen": False,
+               "subsets": {"ndsm": {"miou": 54.9, "spread": 0.6, "per_class": {"1": 91.1}, "pixels": 10,
+                                    "classes_in_miou": [1]}}}
+    held_out.store_metrics(package, {"held_out": figures})
+    assert not held_out.states_seen_in_training(load_package(folder))
+    card = (folder / "README.md").read_text()
+    assert "| all, pooled | ndsm | 91.1 |" in card and "**54.9** ± 0.6" in card
+    assert ("The table is the mean over seeds of this recipe, every run trained without these areas. The shipped "
+            "weights are one of those runs; their own mIoU: ndsm 55.5.") in card
+    assert "optimistic" not in card.split("The table is the mean")[1].split("\n")[0]
