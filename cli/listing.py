@@ -30,7 +30,7 @@ def held_out_lines(meta: Any) -> list:
 
 def run(args: argparse.Namespace, log=print) -> int:
     from ..engine import EngineError, list_packages
-    from ..engine.model_choice import accuracy_label, inputs_label
+    from ..engine.model_choice import inputs_label, validation_label
 
     found = list_packages(args.folder)
     if not found:
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, log=print) -> int:
             log(f"      {spec.name} ({spec.kind}, {'required' if spec.required else 'optional'}): "
                 f"{', '.join(spec.band_names)}")
         log(f"    classes: {', '.join(f'{c.value} {c.name}' for c in meta.classes)}")
-        log(f"    validation: {accuracy_label(meta)}")
+        log(f"    {validation_label(meta)}")
         for line in held_out_lines(meta):
             log(line)
     return 0

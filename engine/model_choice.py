@@ -8,7 +8,7 @@ given cannot be chosen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from .binding import ROLE_LABELS, ROLES, LayerInput, role_of_kind
 from .errors import EngineError
@@ -114,21 +114,35 @@ def _subset_label(subset: str, meta: PackageMetadata) -> str:
     return "+".join(kinds.get(name, name) for name in subset.split("+"))
 
 
+def _scored_subsets(subsets: object, scale: float) -> List[Tuple[str, float]]:
+    """(subset, mIoU in percent) of a metrics table, the fullest input set first."""
+    scored = [(name, scale * row["miou"]) for name, row in (subsets.items() if isinstance(subsets, dict) else ())
+              if isinstance(row, dict) and isinstance(row.get("miou"), (int, float))]
+    return sorted(scored, key=lambda item: (-len(item[0].split("+")), -item[1]))
+
+
 def accuracy_label(meta: PackageMetadata) -> str:
-    """Validation mIoU per evaluation group and input subset from the package's metrics, e.g.
-    'mIoU RGB tiles: optical+nDSM 99.6, nDSM 99.4; towns: nDSM 74.2'."""
+    """Held-out mIoU per input subset (whole areas never trained on: what ``segment`` logs), e.g.
+    'held-out mIoU: optical+nDSM 84.0, nDSM 54.2, optical 29.1'; a package without held-out figures
+    shows its validation figures (``validation_label``) instead."""
+    held_out = meta.metrics.get("held_out")
+    scored = _scored_subsets(held_out.get("subsets") if isinstance(held_out, dict) else None, 1.0)
+    if scored:
+        return "held-out mIoU: " + ", ".join(f"{_subset_label(name, meta)} {miou:.1f}" for name, miou in scored)
+    return validation_label(meta)
+
+
+def validation_label(meta: PackageMetadata) -> str:
+    """Validation mIoU per evaluation group and input subset, e.g. 'validation mIoU RGB tiles:
+    optical+nDSM 99.6, nDSM 99.4; towns: nDSM 74.2' (strips next to training pixels: optimistic)."""
     validation = meta.metrics.get("validation")
     groups = []
-    if isinstance(validation, dict):
-        for group, figures in validation.items():
-            subsets = figures.get("subsets", {}) if isinstance(figures, dict) else {}
-            scored = [(name, row["miou"]) for name, row in subsets.items()
-                      if isinstance(row, dict) and isinstance(row.get("miou"), (int, float))]
-            scored.sort(key=lambda item: (-len(item[0].split("+")), -item[1]))  # fullest input set first
-            if scored:
-                groups.append(f"{group.replace('_', ' ').replace('rgb', 'RGB')}: " + ", ".join(
-                    f"{_subset_label(name, meta)} {100 * miou:.1f}" for name, miou in scored))
-    return "mIoU " + "; ".join(groups) if groups else "no accuracy figures"
+    for group, figures in (validation.items() if isinstance(validation, dict) else ()):
+        scored = _scored_subsets(figures.get("subsets") if isinstance(figures, dict) else None, 100.0)
+        if scored:
+            groups.append(f"{group.replace('_', ' ').replace('rgb', 'RGB')}: " + ", ".join(
+                f"{_subset_label(name, meta)} {miou:.1f}" for name, miou in scored))
+    return "validation mIoU " + "; ".join(groups) if groups else "no accuracy figures"
 
 
 def describe_package(meta: PackageMetadata) -> str:

@@ -81,7 +81,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             "(with a warning) when none has one; mixed with layers that have one they are refused.</p>"
             "<p><b>Model.</b> <i>Automatic</i> (the default) takes the bundled package that uses the most "
             "of the given layers (ties: modalseg-sgma-urban) and logs why. Each package in the list shows "
-            "its inputs and its validation mIoU per input subset. Or point <i>Model file</i> to any "
+            "its inputs and its held-out mIoU per input subset (whole areas it never trained on; validation "
+            "strips for a package without them). Or point <i>Model file</i> to any "
             "ModalSeg package (.onnx with its .json beside it); the file wins over the list.</p>"
             "<p><b>Outputs.</b> <i>Classified raster</i>: one byte per pixel, class names and colours "
             "from the model, nodata outside the valid data. <i>Robustness</i>: one band per modality "
@@ -110,7 +111,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
         self.add_model_parameters(
             "Model (bundled package)", "Model file (.onnx package; overrides the list above)",
             "Automatic: the bundled package that uses the most of the given layers. Or a package shipped "
-            "with the plugin: each item names its inputs and its validation mIoU per input subset.",
+            "with the plugin: each item names its inputs and its held-out mIoU per input subset.",
             "A ModalSeg model package: the .onnx graph with its .json metadata beside it, e.g. one written "
             "by fine-tuning.")
 

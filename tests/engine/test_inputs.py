@@ -313,12 +313,21 @@ def test_automatic_choice_fails_when_no_package_uses_any_layer(bundled):
 
 
 def test_package_labels_name_inputs_and_accuracy_per_subset(bundled):
+    """The model list shows held-out figures (what segment logs), fullest input set first; a package
+    without them shows its validation strips, named as such."""
+    from modalseg.engine.model_choice import validation_label
+
     sgma = next(meta for meta in bundled if meta.name == DEFAULT)
     label = describe_package(sgma)
+    held = {k: row["miou"] for k, row in sgma.metrics["held_out"]["subsets"].items()}
+    assert label == (f"{DEFAULT} {sgma.version}: optical RGB and/or nDSM; held-out mIoU: optical+nDSM "
+                     f"{held['optical+ndsm']:.1f}, " + ", ".join(
+                         f"{name} {miou:.1f}" for name, miou in sorted(
+                             [("nDSM", held["ndsm"]), ("optical", held["optical"])], key=lambda item: -item[1])))
     towns = sgma.metrics["validation"]["towns"]["subsets"]["ndsm"]["miou"]
     both = sgma.metrics["validation"]["rgb_tiles"]["subsets"]["optical+ndsm"]["miou"]
-    assert label.startswith(f"{DEFAULT} {sgma.version}: optical RGB and/or nDSM; mIoU RGB tiles: "
-                            f"optical+nDSM {100 * both:.1f}, ")
-    assert label.endswith(f"; towns: nDSM {100 * towns:.1f}")
+    strips = validation_label(sgma)
+    assert strips.startswith(f"validation mIoU RGB tiles: optical+nDSM {100 * both:.1f}, ")
+    assert strips.endswith(f"; towns: nDSM {100 * towns:.1f}")
     assert describe_package(load_package(REFERENCE_PACKAGE).metadata).endswith("; no accuracy figures")
     assert all(meta.name != "modalseg-reference" for meta in bundled)  # test networks are not bundled
