@@ -58,7 +58,7 @@ def main() -> None:
     grid = reference_grid(reference_order(sources), GridRequest())
     with open_inputs(sources, package.metadata, grid, out, print, tile_size=tile, overlap=overlap) as inputs:
         tiles = inputs.plan.all_tiles()
-        pipeline = inputs.pipeline(package.metadata, batch_size=args.batch)
+        pipeline = inputs.pipeline(batch_size=args.batch)
         batches = [pipeline.prepare(tiles[i:i + args.batch]).feeds for i in range(0, len(tiles), args.batch)]
 
     def bare_run() -> float:

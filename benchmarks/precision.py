@@ -61,7 +61,7 @@ def prepared_batches(package, sources, batch: int, limit: int = 0) -> list:
     meta = package.metadata
     grid = reference_grid(reference_order(sources), GridRequest())
     with tempfile.TemporaryDirectory() as scratch, open_inputs(sources, meta, grid, Path(scratch), print) as inputs:
-        pipeline = inputs.pipeline(meta, batch_size=batch)
+        pipeline = inputs.pipeline(batch_size=batch)
         tiles = inputs.plan.all_tiles()[:limit or None]
         return [pipeline.prepare(tiles[i:i + batch]).feeds for i in range(0, len(tiles), batch)]
 

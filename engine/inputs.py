@@ -29,17 +29,23 @@ Log = Callable[[str], None]
 
 @dataclass
 class OpenInputs:
+    meta: PackageMetadata
     sources: Tuple[Source, ...]  # as read: a DSM given alone comes with its estimated DTM
+    used: Tuple[str, ...]  # the package's modalities with a layer bound, in the package's order
     network_grid: Grid
     readers: Dict[str, SourceReader]
     stats: Dict[str, Optional[Range]]
     plan: TilePlan
-    presence: np.ndarray  # 1 x modalities of the package: 1 where a layer is bound
 
-    def pipeline(self, meta: PackageMetadata, runner=None, blend: str = "hann", batch_size: int = 1,
-                 warn: Log = lambda text: None, is_cancelled: Callable[[], bool] = lambda: False) -> TilePipeline:
+    @property
+    def presence(self) -> np.ndarray:
+        """1 x modalities of the package: 1 where a layer is bound."""
+        return np.array([[1.0 if m in self.used else 0.0 for m in self.meta.modality_names]], np.float32)
+
+    def pipeline(self, runner=None, blend: str = "hann", batch_size: int = 1, warn: Log = lambda text: None,
+                 is_cancelled: Callable[[], bool] = lambda: False) -> TilePipeline:
         """The tile pipeline over these inputs (``runner`` None: it only prepares tiles)."""
-        return TilePipeline(self.plan, self.readers, self.stats, meta, runner, self.presence, blend, batch_size,
+        return TilePipeline(self.plan, self.readers, self.stats, self.meta, runner, self.presence, blend, batch_size,
                             warn, is_cancelled)
 
 
@@ -56,7 +62,6 @@ def open_inputs(sources: Sequence[Source], meta: PackageMetadata, grid: Grid, sc
     """Open ``sources`` for a run on the output ``grid`` (``scratch``: the folder of the estimated
     DTM, removed on exit like the readers). Tile size and overlap default to the package's."""
     network_grid = network_grid_of(grid, meta, log)
-    used = used_modalities(meta, sources)
     readers: Dict[str, SourceReader] = {}
     with estimated_ground(sources, grid, scratch, ground_window_m, warn, is_cancelled) as read_sources, \
             _closing(readers):
@@ -66,8 +71,8 @@ def open_inputs(sources: Sequence[Source], meta: PackageMetadata, grid: Grid, sc
         stats = layer_statistics(readers, meta)
         plan = plan_tiles(network_grid.width, network_grid.height, tile_size or meta.tile_size,
                           meta.overlap if overlap is None else overlap, meta.size_multiple)
-        presence = np.array([[1.0 if m in used else 0.0 for m in meta.modality_names]], np.float32)
-        yield OpenInputs(tuple(read_sources), network_grid, readers, stats, plan, presence)
+        yield OpenInputs(meta, tuple(read_sources), tuple(used_modalities(meta, sources)), network_grid, readers,
+                         stats, plan)
 
 
 def layer_statistics(readers: Dict[str, SourceReader], meta: PackageMetadata) -> Dict[str, Optional[Range]]:

@@ -133,10 +133,8 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
                              options.precision, warn)
         log(f"running on {runner.device}; {plan.count} tiles of {plan.tile_width} x {plan.tile_height} px, "
             f"overlap {plan.overlap} px, blend '{options.blend}', batch {options.batch_size}")
-        pipeline = inputs.pipeline(meta, runner, options.blend, options.batch_size, warn,
-                                   is_cancelled or (lambda: False))
-        run_blocks = pipeline.run if not options.scheduler else _dask_blocks(package, inputs, used, options,
-                                                                               pipeline, log)
+        pipeline = inputs.pipeline(runner, options.blend, options.batch_size, warn, is_cancelled or (lambda: False))
+        run_blocks = pipeline.run if not options.scheduler else _dask_blocks(package, inputs, options, pipeline, log)
         sink = OutputSet(outputs, grid, meta, used, warn)
         try:
             if network_grid is grid:
@@ -175,14 +173,14 @@ def _gdal_cache_bytes(grid: Grid, outputs: OutputPaths, meta: PackageMetadata, u
     return 64 * 1024 * 1024 + 256 * width * bytes_per_pixel
 
 
-def _dask_blocks(package: ModelPackage, inputs: OpenInputs, used: Sequence[str], options: RunOptions,
-                 pipeline: TilePipeline, log: Callable[[str], None]):
+def _dask_blocks(package: ModelPackage, inputs: OpenInputs, options: RunOptions, pipeline: TilePipeline,
+                 log: Callable[[str], None]):
     """The blocks as Dask tasks (``engine.distributed``), from the job planned here."""
     from .distributed import BlockJob, DaskBlocks  # lazy: dask is optional
 
     job = BlockJob(str(package.onnx_path), inputs.sources, {name: r.stretch for name, r in inputs.readers.items()},
-                   inputs.stats, inputs.network_grid, inputs.plan, inputs.presence, tuple(used), options.blend, options.batch_size, options.runtime,
-                   options.device, options.threads or cpu_threads(), options.network_loader, options.precision)
+                   inputs.stats, inputs.network_grid, inputs.plan, inputs.presence, inputs.used, options.blend,
+                   options.batch_size, options.runtime, options.device, options.threads or cpu_threads(), options.network_loader, options.precision)
     return DaskBlocks(options.scheduler, job, pipeline, log)
 
 

@@ -342,14 +342,14 @@ def main(argv: Optional[List[str]] = None) -> None:
                     "package's own figures beside them as own_weights")
     a = ap.parse_args(argv)
     try:
-        package = load_package(a.package)
-        held_out = evaluate_held_out(package, Path(a.data), a.threads, True if a.twin else a.seen_in_training)
         if a.twin and a.seed_run:
             raise EngineError("--twin (weights that saw the held-out tiles) and --seed-run (weights that did not) "
                               "exclude each other")
+        package = load_package(a.package)
         runs = [load_package(path) for path in a.twin or a.seed_run or ()]
         for run in runs:
             same_recipe(package, run)
+        held_out = evaluate_held_out(package, Path(a.data), a.threads, True if a.twin else a.seen_in_training)
         if runs:
             own = held_out
             others = [evaluate_held_out(run, Path(a.data), a.threads, seen_in_training=False) for run in runs]

@@ -37,7 +37,7 @@ from ..engine.binding import LayerInput, Source, bind_modalities, reference_orde
 from ..engine.errors import WARNING_PREFIX, EngineError
 from ..engine.gdal_mode import gdal_exceptions
 from ..engine.grid import GridRequest, reference_grid
-from ..engine.inputs import open_inputs, used_modalities
+from ..engine.inputs import open_inputs
 from ..engine.metrics import confusion_from_values, modality_subsets
 from ..engine.package import (FLOAT_PRECISION, METADATA_KEY, VARIANT_PRECISIONS, ModelPackage, PackageError,
                               file_sha256, is_variant_file, load_package, load_variant, variant_path)
@@ -118,13 +118,12 @@ def calibration_feeds(package: ModelPackage, layer_sets: Sequence[LayerSet], max
 def _area_feeds(package: ModelPackage, sources: List[Source], max_tiles: int, warn: Log,
                 scratch: Path) -> Iterator[Dict[str, np.ndarray]]:
     meta = package.metadata
-    used = used_modalities(meta, sources)
     grid = reference_grid(reference_order(sources), GridRequest())
     with open_inputs(sources, meta, grid, scratch, warn) as inputs:
-        pipeline = inputs.pipeline(meta, warn=warn)
+        pipeline = inputs.pipeline(warn=warn)
         tiles = inputs.plan.all_tiles()
         chosen = [tiles[i] for i in np.linspace(0, len(tiles) - 1, min(max_tiles, len(tiles))).round().astype(int)]
-        subsets = modality_subsets(used) if meta.presence_input else [tuple(used)]
+        subsets = modality_subsets(inputs.used) if meta.presence_input else [inputs.used]
         for tile in dict.fromkeys(chosen):
             batch = pipeline.prepare([tile])
             if not batch.valid.any():
