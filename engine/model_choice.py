@@ -2,13 +2,15 @@
 
 The automatic choice takes the package that uses the most of the analyst's layers (a layer is
 used when the package has an input of its role; a DTM when it turns the given DSM into the nDSM
-the package takes); ties go to the default package. Packages that require a layer that was not
-given cannot be chosen.
+the package takes). Ties go to the package with the best held-out mIoU for the layers in use,
+among those with the default package's classes (mIoU over other classes compares nothing), and
+otherwise to the default package. Packages that require a layer that was not given cannot be
+chosen.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .binding import ROLE_LABELS, ROLES, LayerInput, role_of_kind
 from .errors import EngineError
@@ -77,11 +79,18 @@ def choose_package(candidates: Sequence[PackageMetadata], layers: Mapping[str, L
                           f"{takes_text} layers: give one of those, or a model file that takes yours")
     tied = [index for index, score in scores.items() if score == best]
     index = next((i for i in tied if candidates[i].name == default), tied[0])
+    scored = _held_out_ranking(candidates, tied, given, candidates[index])
+    if scored:
+        index = scored[0][0]
     meta = candidates[index]
     used = used_roles(meta, given)
     reason = (f"model (automatic): {meta.name} {meta.version}, which uses {len(used)} of the {len(given)} given "
               f"layer(s) ({_role_list(used)})")
-    if len(tied) > 1:
+    if scored:
+        others = ", ".join(f"{candidates[i].name} {miou:.1f}" for i, miou in scored[1:])
+        reason += (f"; {len(tied) - 1} other bundled model(s) use as many, and it has the best held-out mIoU "
+                   f"for these layers: {scored[0][1]:.1f} ({others})")
+    elif len(tied) > 1:
         reason += f"; {len(tied) - 1} other bundled model(s) use as many, and ties go to the default"
     else:
         reason += "; no other bundled model uses as many"
@@ -90,6 +99,26 @@ def choose_package(candidates: Sequence[PackageMetadata], layers: Mapping[str, L
     if only_here:
         reason += f"; it is the only bundled model that takes the {_role_list(only_here)} layer"
     return Choice(index, reason)
+
+
+def held_out_miou(meta: PackageMetadata, roles: Sequence[str]) -> Optional[float]:
+    """The package's held-out mIoU (percent) for the input subset that ``roles`` feed, if measured."""
+    subset = "+".join(spec.name for spec in meta.modalities if role_of_kind(spec.kind) in roles)
+    held_out = meta.metrics.get("held_out")
+    row = held_out.get("subsets", {}).get(subset) if isinstance(held_out, dict) else None
+    miou = row.get("miou") if isinstance(row, dict) else None
+    return float(miou) if isinstance(miou, (int, float)) else None
+
+
+def _held_out_ranking(candidates: Sequence[PackageMetadata], tied: Sequence[int], given: Sequence[str],
+                      reference: PackageMetadata) -> List[Tuple[int, float]]:
+    """(index, held-out mIoU) of the tied candidates with ``reference``'s classes, best first (the
+    reference first among equals); empty unless at least two of them have figures to compare."""
+    scored = [(i, held_out_miou(candidates[i], used_roles(candidates[i], given))) for i in tied
+              if candidates[i].classes == reference.classes]
+    ranked = sorted(((i, miou) for i, miou in scored if miou is not None),
+                    key=lambda item: (-item[1], candidates[item[0]] is not reference))
+    return ranked if len(ranked) > 1 else []
 
 
 def _modality_label(spec: ModalitySpec) -> str:

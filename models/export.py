@@ -134,8 +134,12 @@ def _state_dict_tensors(net: Any) -> Dict[str, Any]:
 def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
                    architecture: Optional[str] = None, config: Optional[Dict[str, Any]] = None,
                    file_name: Optional[str] = None, parity_size: Optional[int] = None,
-                   tolerance: float = 1e-3, opset: int = 17) -> Path:
+                   tolerance: float = 1e-3, opset: int = 17, weight_storage: str = "float32") -> Path:
     """Write a complete package into ``out_dir`` (replaced atomically); return the .onnx path.
+
+    ``weight_storage`` ``float16`` stores the graph's and the fine-tuning weights in half precision
+    (``models.weight_storage``: half the size, float32 arithmetic); ``net``'s weights are rounded
+    to float16 in place first, so the torch network is the graph that was written.
 
     ``metadata`` is the package metadata without the graph-specific fields, which are filled
     here: ``presence_input``, ``has_robustness`` and ``extra.torch`` (``architecture`` and
@@ -146,6 +150,10 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
     import torch
     from safetensors.torch import save_file
 
+    from .weight_storage import HALF, HALF_PARITY_TOLERANCE, WEIGHT_STORAGES, half_initializers, half_state_dict, round_to_half
+
+    if weight_storage not in WEIGHT_STORAGES:
+        raise ExportError(f"weight storage '{weight_storage}' is not one of {', '.join(WEIGHT_STORAGES)}")
     out_dir = Path(out_dir)
     meta = copy.deepcopy(dict(metadata))
     meta.setdefault("schema_version", SCHEMA_VERSION)
@@ -154,7 +162,8 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
     arch = architecture or meta.get("architecture")
     cfg = config if config is not None else getattr(net, "config", None)
     extra = dict(meta.get("extra", {}))
-    extra["torch"] = {"architecture": arch, "config": cfg, "weights": "safetensors state dict"}
+    extra["torch"] = {"architecture": arch, "config": cfg, "weights": "safetensors state dict",
+                      "weight_storage": weight_storage}
     meta["extra"] = extra
     try:
         json.dumps(meta)
@@ -175,6 +184,8 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
     try:
         onnx_path = tmp / f"{name}.onnx"
         net = net.eval()
+        if weight_storage == HALF:
+            round_to_half(net)
         wrapper = _OnnxWrapper.build(net).eval()
         dummy = _random_inputs(net, size, 1, 1)[0]
         args = tuple(torch.from_numpy(dummy[m]) for m in net.modalities) + (
@@ -189,15 +200,20 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
                               output_names=output_names, dynamic_axes=axes, opset_version=opset,
                               dynamo=False, do_constant_folding=True)
         model = onnx.load(str(onnx_path))
+        if weight_storage == HALF:
+            half_initializers(model)
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         model.doc_string = f"ModalSeg model package '{meta['name']}' {meta['version']}"
         onnx.save(model, str(onnx_path))
         diff = onnx_parity(net, onnx_path, size + multiple)  # another size: dynamic axes really work
+        if weight_storage == HALF:  # convolutions folded with their batch norms are rounded once more
+            tolerance = max(tolerance, HALF_PARITY_TOLERANCE)
         if not diff <= tolerance:
             raise ExportError(f"ONNX graph differs from torch by {diff:.2e} (> {tolerance:.0e}); not exported")
         (tmp / f"{name}.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        save_file(_state_dict_tensors(net), str(tmp / f"{name}.safetensors"),
+        state = _state_dict_tensors(net)
+        save_file(half_state_dict(state) if weight_storage == HALF else state, str(tmp / f"{name}.safetensors"),
                   metadata={"architecture": str(arch), "modalseg_name": str(meta["name"])})
         # swap into place: old package aside, new one in, old one removed
         old = None

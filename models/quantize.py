@@ -205,7 +205,10 @@ def fp16_graph(source: Path) -> Tuple[object, Dict[str, object]]:
     from onnxconverter_common import __version__ as converter_version
     from onnxconverter_common import float16
 
+    from .weight_storage import float_initializers
+
     model = onnx.load(str(source))
+    float_initializers(model)  # the converter refuses graphs holding float16 already
     model.graph.ClearField("value_info")  # stale float32 shapes would contradict the converted nodes
     with warnings.catch_warnings():  # one line per constant rounded into float16's range: said once below
         warnings.simplefilter("ignore", UserWarning)

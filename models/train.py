@@ -420,7 +420,7 @@ def export_trained(net, cfg: Dict[str, Any], out: Path, val_areas, groups, train
     if "attribution" in pk:
         meta["attribution"] = pk["attribution"]
     path = export_package(net, meta, out, architecture=cfg["architecture"], config=net.config,
-                          file_name=cfg["name"])
+                          file_name=cfg["name"], weight_storage=pk.get("weight_storage", "float32"))
     from .card import write_card
     write_card(path.parent, json.loads(path.with_suffix(".json").read_text(encoding="utf-8")),
                pk.get("failure_modes", []))

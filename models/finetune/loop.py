@@ -116,6 +116,7 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
     from ..networks._base import TrainingBatch
     from ..nn.losses import LossSettings
     from ..optimisation import apply_gradients, lr_at, set_learning_rate
+    from ..weight_storage import storage_of
 
     meta = package.metadata
     t_start = time.time()
@@ -240,7 +241,8 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", metadata["name"]).strip("_") or "finetuned"
     try:
         onnx_path = export_package(net, metadata, out_dir, architecture=meta.extra["torch"]["architecture"],
-                                   config=config, file_name=stem)
+                                   config=config, file_name=stem,
+                                   weight_storage=storage_of(meta.extra))  # as the package it tunes
     except ExportError as exc:
         raise EngineError(f"the fine-tuned model could not be exported: {exc}") from None
     log(f"wrote {onnx_path}")

@@ -296,7 +296,9 @@ def test_automatic_choice_takes_the_package_using_most_layers(bundled):
     assert bundled[choice.index].name == DEFAULT  # both bundled use optical + elevation: the default wins
     assert choice.reason.startswith(f"model (automatic): {DEFAULT} ")
     assert "uses 2 of the 3 given layer(s) (optical, elevation)" in choice.reason
-    assert "ties go to the default" in choice.reason
+    # flood (optical + SAR) ties too, but its mIoU is over other classes: not compared
+    assert choice.reason.endswith("2 other bundled model(s) use as many, and it has the best held-out mIoU for "
+                                  "these layers: 84.0 (modalseg-dual-urban 74.7)")
     candidates = bundled + [_sar_package(bundled)]
     choice = choose_package(candidates, layers, DEFAULT)
     assert candidates[choice.index].name == "sar-urban"
@@ -304,6 +306,31 @@ def test_automatic_choice_takes_the_package_using_most_layers(bundled):
         in choice.reason
     _, messages = bind_modalities(bundled[0], layers, candidates)
     assert any("the SAR layer" in m and "'modalseg-flood-s1s2', 'sar-urban' would use it" in m for m in messages)
+
+
+def _with_held_out(meta, name, subsets):
+    data = meta.to_dict()
+    data["name"] = name
+    data["metrics"] = {"held_out": {"subsets": {k: {"miou": v} for k, v in subsets.items()}}}
+    return parse_metadata(json.loads(json.dumps(data)))
+
+
+def test_automatic_choice_breaks_ties_by_held_out_accuracy_for_the_layers_in_use(bundled):
+    default = next(meta for meta in bundled if meta.name == DEFAULT)
+    optical_first = _with_held_out(default, "optical-first", {"optical": 65.0, "ndsm": 48.0, "optical+ndsm": 90.0})
+    candidates = [default, optical_first]
+    choice = choose_package(candidates, {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
+    assert candidates[choice.index].name == "optical-first"
+    assert choice.reason.endswith(f"and it has the best held-out mIoU for these layers: 65.0 ({DEFAULT} 29.1)")
+    choice = choose_package(candidates, {"elevation": LayerInput(_layer("ndsm"))}, DEFAULT)
+    assert candidates[choice.index].name == DEFAULT  # 54.2 against 48.0 from an nDSM
+    assert choice.reason.endswith("these layers: 54.2 (optical-first 48.0)")
+    equal = _with_held_out(default, "equal", {"optical": 29.1})
+    choice = choose_package([equal, default], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
+    assert choice.index == 1  # equal figures: the default
+    unmeasured = _with_held_out(default, "unmeasured", {})
+    choice = choose_package([unmeasured, default], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
+    assert choice.index == 1 and "ties go to the default" in choice.reason
 
 
 def test_automatic_choice_fails_when_no_package_uses_any_layer(bundled):

@@ -58,7 +58,7 @@ def test_export_round_trip(tmp_path):
     assert meta.modality_names == ("optical", "ndsm")
     assert [c.value for c in meta.classes] == [c["value"] for c in CLASSES]
     assert meta.extra["torch"] == {"architecture": "tiny", "config": {"classes": 6},
-                                   "weights": "safetensors state dict"}
+                                   "weights": "safetensors state dict", "weight_storage": "float32"}
     assert meta.metrics == {"miou": 0.5}
     sidecar = json.loads((tmp_path / "pkg" / "tiny.json").read_text())
     import onnx

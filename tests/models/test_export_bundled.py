@@ -11,6 +11,7 @@ from modalseg.engine.package import load_package
 from modalseg.models.data.rasters import find_lidar_stacks
 from modalseg.models.export import load_weights
 from modalseg.models.networks.registry import build_network
+from modalseg.models.weight_storage import HALF_PARITY_TOLERANCE
 
 torch.set_num_threads(1)
 BUNDLED = ["modalseg-sgma-urban", "modalseg-dual-urban"]
@@ -25,6 +26,7 @@ def test_bundled_package(name, shared_data):
     pkg = load_package(folder)
     meta = pkg.metadata
     assert sum(p.stat().st_size for p in folder.iterdir()) < 30e6
+    assert meta.extra["torch"]["weight_storage"] == "float16"  # what lets them fit in the plugin zip
     assert "IGN" in meta.attribution and meta.metrics["validation"]["towns"]["subsets"]["ndsm"]["miou"] > 0.5
     assert (folder / "README.md").read_text().count("|") > 20  # model card with its accuracy table
     stack = find_lidar_stacks(shared_data / "lidarhd_houses", ("rgb", "ndsm"))[0]
@@ -54,5 +56,7 @@ def test_bundled_package(name, shared_data):
     assert load_weights(net, pkg.weights_path) == []
     with torch.no_grad():
         out = net({m: torch.from_numpy(v) for m, v in feeds.items()}, torch.ones(1, 2))["logits"].numpy()
-    np.testing.assert_allclose(out, sess.run(["logits"], dict(feeds, present=np.ones((1, 2), np.float32)))[0],
-                               atol=1e-3)
+    graph_out = sess.run(["logits"], dict(feeds, present=np.ones((1, 2), np.float32)))[0]
+    # the graph's convolutions hold batch norms folded in float32 and rounded to float16 once more
+    np.testing.assert_allclose(out, graph_out, atol=HALF_PARITY_TOLERANCE)
+    assert (out.argmax(1) == graph_out.argmax(1)).mean() > 0.995

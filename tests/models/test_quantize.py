@@ -74,7 +74,9 @@ def test_int8_package_loads_validates_and_records_its_making(quantised):
     subsets = record["accuracy_cost"]["subsets"]
     assert set(subsets) == {"optical", "ndsm", "optical+ndsm"}
     assert all(row["class_agreement"] >= 97.0 and row["miou"] is not None for row in subsets.values())
-    assert report.variant.stat().st_size < 0.6 * package.onnx_path.stat().st_size  # int8 weights
+    import onnx
+    kinds = [i.data_type for i in onnx.load(str(report.variant)).graph.initializer]
+    assert kinds.count(onnx.TensorProto.INT8) >= 40  # per-channel int8 convolution weights
     assert any("calibrating on" in line for line in logs)
 
 
