@@ -91,13 +91,18 @@ def layer_statistics(readers: Dict[str, SourceReader], meta: PackageMetadata) ->
     return stats
 
 
+def pixel_size_in_range(gsd: float, meta: PackageMetadata) -> float:
+    """The pixel size nearest ``gsd`` (metres) within the package's GSD range."""
+    return min(max(gsd, meta.gsd.min), meta.gsd.max)
+
+
 def network_grid_of(grid: Grid, meta: PackageMetadata, log: Log) -> Grid:
     """The grid the network runs on: the output grid, resampled into the package's GSD range if needed."""
     gsd = grid.gsd_metres()
     log(f"output grid: {grid.width} x {grid.height} px, pixel {gsd:.3g} m")
     if meta.gsd.min <= gsd <= meta.gsd.max:
         return grid
-    target = min(max(gsd, meta.gsd.min), meta.gsd.max)
+    target = pixel_size_in_range(gsd, meta)
     network_grid = grid.rescaled(target / gsd)
     log(f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for "
         f"({meta.gsd.min:g}–{meta.gsd.max:g} m): the network runs on a {network_grid.width} x "

@@ -44,7 +44,7 @@ def benchmark_sections(benchmarks: Dict[str, Any]) -> str:
         rows = ["| " + " | ".join(table["header"]) + " |", "|" + "---|" * len(table["header"])]
         rows += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in table["rows"]]
         notes = "".join(f"\n{note}" for note in table.get("notes", []))
-        parts.append(f"## {table['title']}\nProtocol: {table['protocol']}.\n\n" + "\n".join(rows) + "\n" + notes + "\n")
+        parts.append(f"## {table['title']}\nProtocol: {table['protocol'].rstrip('.')}.\n\n" + "\n".join(rows) + "\n" + notes + "\n")
     return "\n".join(parts)
 
 
@@ -126,7 +126,7 @@ def _honest_sections(m: Dict[str, Any], meta: Dict[str, Any]) -> str:
     parts = []
     if m.get("held_out"):
         parts.append(f"""## Held-out accuracy (IoU %, whole held-out areas; the protocol says what the package saw)
-Protocol: {m['held_out']['protocol']}.
+Protocol: {m['held_out']['protocol'].rstrip('.')}.
 
 {held_out_table(m['held_out'], meta['classes'])}
 {own_weights_line(m['held_out'])}
@@ -136,7 +136,7 @@ Protocol: {m['held_out']['protocol']}.
         parts.append(benchmark_sections(m["benchmarks"]))
     if m.get("few_labels"):
         parts.append(f"""## Few-label fine-tuning (mIoU %, `benchmarks/few_labels.py`)
-Protocol: {m['few_labels']['protocol']}.
+Protocol: {m['few_labels']['protocol'].rstrip('.')}.
 
 {few_labels_table(m['few_labels'])}
 """)
@@ -184,7 +184,7 @@ package metadata, `extra.training_config`).
 
 {_honest_sections(m, meta)}
 ## Accuracy on validation strips (IoU %, secondary: strips beside training pixels, used to choose the checkpoint)
-Protocol: {m.get('protocol', '')}.
+Protocol: {m.get('protocol', '').rstrip('.')}.
 
 {accuracy_table(m.get('validation', {}))}
 {_LIDAR_GROUPS_NOTE if {"towns", "rgb_tiles"} & set(m.get('validation', {})) else ""}

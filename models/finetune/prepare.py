@@ -1,5 +1,6 @@
-"""Fine-tuning's training data: every layer read through the grid ``segment`` would use
-(``engine.grid.reference_grid``), cropped to the labelled area and written with the class
+"""Fine-tuning's training data: every layer read through the grid ``segment`` would run the
+network on (``engine.grid.reference_grid``, resampled into the package's pixel-size range as
+``engine.inputs.network_grid_of`` does), cropped to the labelled area and written with the class
 indices as one aligned raster stack, so the chips, augmentation and normalisation of
 ``models.data`` are reused unchanged."""
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ...engine.binding import Source, reference_order
 from ...engine.errors import WARNING_PREFIX, EngineError
 from ...engine.labels import LABEL_NODATA
 from ...engine.grid import Grid, GridRequest, reference_grid
+from ...engine.inputs import pixel_size_in_range
 from ...engine.normalize import percentile_range
 from ...engine.package import ClassInfo, ModelPackage, Normalization
 from ...engine.reader import SourceReader
@@ -21,6 +23,12 @@ from ..data.chips import IGNORE, Area
 from ..data.rasters import RasterStack
 from .labels import ClassResolver, LabelInput, Log, Window, label_values, split_validation
 from .options import FinetuneOptions
+
+
+# Resampling further than this into the package's range means another domain (a 30 m Landsat scene for
+# a 0.5 m model): there the network learns at the layer's own pixel size and the tuned package's range
+# widens to it. Closer, it learns at the pixel size it was trained for and segment will run it at.
+MAX_RESAMPLING = 4.0
 
 
 @dataclass
@@ -60,12 +68,29 @@ def _sub_grid(grid: Grid, window: Window) -> Grid:
 
 
 
+def training_grid(grid: Grid, meta, log: Log) -> Grid:
+    """The grid fine-tuning learns on: the one ``segment`` runs the package on, unless that means
+    resampling by more than ``MAX_RESAMPLING`` (then the layer's own grid, said in the log)."""
+    gsd = grid.gsd_metres()
+    target = pixel_size_in_range(gsd, meta)
+    if target == gsd:
+        return grid
+    range_text = f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for " \
+                 f"({meta.gsd.min:g}–{meta.gsd.max:g} m)"
+    if max(gsd / target, target / gsd) > MAX_RESAMPLING:
+        log(f"{range_text}, far outside: fine-tuning learns at {gsd:.3g} m and the tuned model's range includes it")
+        return grid
+    log(f"{range_text}: fine-tuning learns at {target:g} m, the pixel size segment runs it at (layers and "
+        "labels resampled)")
+    return grid.rescaled(target / gsd)
+
+
 def prepare_training_data(package: ModelPackage, sources: List[Source], labels: LabelInput,
                           options: FinetuneOptions, work: Path, log: Log) -> TrainingData:
     """Read, map and crop the labels and layers into an aligned stack under ``work``; log the label
     counts and the validation split. Raises :class:`EngineError` when no label can be used."""
     meta = package.metadata
-    grid = reference_grid(reference_order(sources), GridRequest())
+    grid = training_grid(reference_grid(reference_order(sources), GridRequest()), meta, log)
     resolver = ClassResolver(meta.classes, labels.mapping)
     values = label_values(labels, grid, resolver, work, log)
     classes = resolver.classes

@@ -128,3 +128,31 @@ def test_area_of_interest_limits_the_labels(sources, labels, tmp_path):
     area = next(line for line in log if line.startswith("labelled area:"))
     width = int(area.split(":")[1].split("x")[0])
     assert width <= 60 + opts.chip // 2 + 1, area  # 30 m = 60 px of labels, plus the context margin
+
+
+@pytest.mark.parametrize("pixel, learns_at, gsd_min", [(0.125, 0.25, 0.25), (0.05, 0.05, 0.05)])
+def test_finetuning_learns_at_the_pixel_size_segment_runs_the_model_at(houses, labels, tmp_path, pixel, learns_at,
+                                                                       gsd_min):
+    """A layer finer than the package's range (0.25-2 m) is resampled into it, as segment will run the
+    tuned model (fine-tuning at 0.2 m a model made for 0.5 m collapsed it: held-out mIoU 52 -> 7);
+    a layer 5x outside is another domain: learnt at its own pixel size, the range widened to it."""
+    from osgeo import gdal
+
+    layers = {}
+    for key in ("rgb", "ndsm"):
+        layers[key] = str(tmp_path / f"{key}.tif")
+        gdal.Translate(layers[key], str(houses / f"{STEM}_{key}.tif"), xRes=pixel, yRes=pixel, resampleAlg="near")
+    bound, _ = bind_modalities(load_package(PACKAGE).metadata,
+                               {"optical": LayerInput(layers["rgb"]),
+                                "elevation": LayerInput(layers["ndsm"], elevation_type="ndsm")})
+    log = []
+    result = finetune(PACKAGE, bound, labels, tmp_path / "pkg", FinetuneOptions(**{**FAST, "epochs": 1}),
+                      log=log.append)
+    area = next(line for line in log if line.startswith("labelled area:"))
+    assert f" px at {learns_at:.3g} m" in area, area
+    width = int(area.split(":")[1].split("x")[0])
+    assert width == round(100 / learns_at), area  # the whole 100 m tile
+    said = [line for line in log if "outside the range model" in line]
+    assert len(said) == 1 and (f"fine-tuning learns at {learns_at:g} m" in said[0]), said
+    gsd = load_package(result.onnx_path).metadata.gsd
+    assert gsd.native == pytest.approx(learns_at) and gsd.min == pytest.approx(gsd_min) and gsd.max == 2.0
