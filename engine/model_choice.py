@@ -3,8 +3,9 @@
 The automatic choice takes the package that uses the most of the analyst's layers (a layer is
 used when the package has an input of its role; a DTM when it turns the given DSM into the nDSM
 the package takes). Ties go to the package with the best held-out mIoU for the layers in use,
-among those with the default package's classes (mIoU over other classes compares nothing), and
-otherwise to the default package. Packages that require a layer that was not given cannot be
+among those with the default package's classes (mIoU over other classes compares nothing) whose
+figures are not marked optimistic (measured on tiles they trained on), and otherwise to the
+default package. Packages that require a layer that was not given cannot be
 chosen.
 """
 from __future__ import annotations
@@ -102,10 +103,13 @@ def choose_package(candidates: Sequence[PackageMetadata], layers: Mapping[str, L
 
 
 def held_out_miou(meta: PackageMetadata, roles: Sequence[str]) -> Optional[float]:
-    """The package's held-out mIoU (percent) for the input subset that ``roles`` feed, if measured."""
+    """The package's held-out mIoU (percent) for the input subset that ``roles`` feed, if measured on
+    areas it never trained on (figures stored as ``optimistic`` compare nothing)."""
     subset = "+".join(spec.name for spec in meta.modalities if role_of_kind(spec.kind) in roles)
     held_out = meta.metrics.get("held_out")
-    row = held_out.get("subsets", {}).get(subset) if isinstance(held_out, dict) else None
+    if not isinstance(held_out, dict) or held_out.get("optimistic", False):
+        return None
+    row = held_out.get("subsets", {}).get(subset)
     miou = row.get("miou") if isinstance(row, dict) else None
     return float(miou) if isinstance(miou, (int, float)) else None
 

@@ -293,12 +293,14 @@ def test_automatic_choice_takes_the_package_using_most_layers(bundled):
     layers = {"optical": LayerInput(_layer("rgb")), "elevation": LayerInput(_layer("ndsm")),
               "sar": LayerInput(_layer("dsm"))}
     choice = choose_package(bundled, layers, DEFAULT)
-    assert bundled[choice.index].name == DEFAULT  # both bundled use optical + elevation: the default wins
-    assert choice.reason.startswith(f"model (automatic): {DEFAULT} ")
+    # the urban packages use optical + elevation: the best held-out figure for both wins; flood
+    # (optical + SAR) ties too, but its mIoU is over other classes, and dual-urban's figures are
+    # optimistic (it trained on the held-out tiles): neither is compared
+    assert bundled[choice.index].name == "modalseg-optical-urban"
+    assert choice.reason.startswith("model (automatic): modalseg-optical-urban ")
     assert "uses 2 of the 3 given layer(s) (optical, elevation)" in choice.reason
-    # flood (optical + SAR) ties too, but its mIoU is over other classes: not compared
-    assert choice.reason.endswith("2 other bundled model(s) use as many, and it has the best held-out mIoU for "
-                                  "these layers: 84.0 (modalseg-dual-urban 74.7)")
+    assert choice.reason.endswith(f"3 other bundled model(s) use as many, and it has the best held-out mIoU for "
+                                  f"these layers: 89.0 ({DEFAULT} 84.0)")
     candidates = bundled + [_sar_package(bundled)]
     choice = choose_package(candidates, layers, DEFAULT)
     assert candidates[choice.index].name == "sar-urban"
@@ -308,10 +310,10 @@ def test_automatic_choice_takes_the_package_using_most_layers(bundled):
     assert any("the SAR layer" in m and "'modalseg-flood-s1s2', 'sar-urban' would use it" in m for m in messages)
 
 
-def _with_held_out(meta, name, subsets):
+def _with_held_out(meta, name, subsets, optimistic=False):
     data = meta.to_dict()
     data["name"] = name
-    data["metrics"] = {"held_out": {"subsets": {k: {"miou": v} for k, v in subsets.items()}}}
+    data["metrics"] = {"held_out": {"subsets": {k: {"miou": v} for k, v in subsets.items()}, "optimistic": optimistic}}
     return parse_metadata(json.loads(json.dumps(data)))
 
 
@@ -328,6 +330,9 @@ def test_automatic_choice_breaks_ties_by_held_out_accuracy_for_the_layers_in_use
     equal = _with_held_out(default, "equal", {"optical": 29.1})
     choice = choose_package([equal, default], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
     assert choice.index == 1  # equal figures: the default
+    seen = _with_held_out(default, "seen", {"optical": 99.0}, optimistic=True)  # trained on the held-out tiles
+    choice = choose_package([seen, default, optical_first], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
+    assert choice.index == 2 and choice.reason.endswith(f"65.0 ({DEFAULT} 29.1)")
     unmeasured = _with_held_out(default, "unmeasured", {})
     choice = choose_package([unmeasured, default], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
     assert choice.index == 1 and "ties go to the default" in choice.reason

@@ -14,7 +14,7 @@ from modalseg.models.networks.registry import build_network
 from modalseg.models.weight_storage import HALF_PARITY_TOLERANCE
 
 torch.set_num_threads(1)
-BUNDLED = ["modalseg-sgma-urban", "modalseg-dual-urban"]
+BUNDLED = ["modalseg-sgma-urban", "modalseg-dual-urban", "modalseg-optical-urban"]
 
 
 @pytest.mark.parametrize("name", BUNDLED)

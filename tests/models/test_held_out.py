@@ -34,6 +34,7 @@ def test_default_package_on_the_held_out_set(shared_data, tmp_path):
     result = held_out.evaluate_held_out(package, shared_data, seen_in_training=False, cache=tmp_path / "cache",
                                         log=lines.append)
     assert list(result["subsets"]) == ["optical", "ndsm", "optical+ndsm"]
+    assert result["optimistic"] is False  # what the automatic choice compares packages by
     assert set(result["groups"]) == {"0.5 m tiles", "2 m tiles", held_out.OPTICAL_GROUP}
     # every labelled pixel of the tiles is scored once (nDSM only), plus the optical area's
     tile_pixels = sum(int((gdal.Open(str(shared_data / folder / f"{stem}_label.tif")).ReadAsArray() > 0).sum())
