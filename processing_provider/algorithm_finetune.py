@@ -67,6 +67,7 @@ class FinetuneAlgorithm(LayersAndModelAlgorithm):
     CHIP_SIZE = "CHIP_SIZE"
     VAL_FRACTION = "VAL_FRACTION"
     PATIENCE = "PATIENCE"
+    KEEP_PRIOR = "KEEP_PRIOR"
     DEVICE = "DEVICE"
     FREEZE = "FREEZE"
     SEED = "SEED"
@@ -97,7 +98,11 @@ class FinetuneAlgorithm(LayersAndModelAlgorithm):
             "separate from the training chips); each epoch logs its loss and validation mIoU. Training "
             "stops after the epochs, the time budget, or when the validation mIoU has not improved for "
             "<i>patience</i> epochs; the best epoch is kept. Cancelling writes the best model so far "
-            "when at least one epoch has finished. Freezing the encoders helps with few labels.</p>"
+            "when at least one epoch has finished. Freezing the encoders helps with few labels. Where no "
+            "label is, the model is held to its starting decisions (<i>Keep what the model knew</i>), so "
+            "a few polygons do not make it forget the rest of the area. Layers finer or coarser than the "
+            "model's pixel-size range are resampled into it, as <i>Segment rasters</i> will run the "
+            "tuned model.</p>"
             "<p><b>Output</b>: a model package folder (.onnx, .json, .safetensors); its metadata records "
             "the base model, the layers, the classes and the validation scores.</p>"
             "<p>Requires the Python packages <i>torch</i> and <i>onnxruntime</i> (and <i>onnx</i>).</p>")
@@ -151,6 +156,11 @@ class FinetuneAlgorithm(LayersAndModelAlgorithm):
         add(QgsProcessingParameterNumber(self.PATIENCE, "Early stopping patience (epochs; 0 = off)", NUMBER_INTEGER,
                                          defaultValue=DEFAULTS.patience, minValue=0),
             "Stop when the validation mIoU has not improved for this many epochs.", advanced=True)
+        add(QgsProcessingParameterNumber(self.KEEP_PRIOR, "Keep what the model knew (weight; 0 = off)", NUMBER_DOUBLE,
+                                         defaultValue=DEFAULTS.keep_prior, minValue=0.0, maxValue=100.0),
+            "Where no label is, the tuned model is held to the starting model's decisions with this weight "
+            "(distillation), so a few polygons teach it the area without making it forget the rest. Off when "
+            "new classes are added.", advanced=True)
         add(QgsProcessingParameterEnum(self.DEVICE, "Device", labels(DEVICES), defaultValue=0),
             "Where training runs; a CUDA GPU is much faster.", advanced=True)
         add(QgsProcessingParameterEnum(self.FREEZE, "Freeze", labels(FREEZE),
@@ -198,6 +208,7 @@ class FinetuneAlgorithm(LayersAndModelAlgorithm):
             chip=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
             val_fraction=self.parameterAsDouble(parameters, self.VAL_FRACTION, context),
             patience=self.parameterAsInt(parameters, self.PATIENCE, context),
+            keep_prior=self.parameterAsDouble(parameters, self.KEEP_PRIOR, context),
             device=key_at(DEVICES, self.parameterAsEnum(parameters, self.DEVICE, context)),
             freeze=FREEZE[self.parameterAsEnum(parameters, self.FREEZE, context)][0],
             seed=self.parameterAsInt(parameters, self.SEED, context),

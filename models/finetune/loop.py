@@ -9,6 +9,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, List, Mapping, Optional, Sequence
 
@@ -19,7 +20,7 @@ from ...engine.errors import WARNING_PREFIX, Cancelled, EngineError
 from ...engine.gdal_mode import gdal_exceptions
 from ...engine.metrics import confusion_matrix, summarize
 from ...engine.normalize import normalize
-from ...engine.package import ModelPackage, load_package
+from ...engine.package import ClassInfo, ModelPackage, load_package
 from ..data.chips import IGNORE
 from .labels import LabelInput, Log
 from .metadata import new_metadata
@@ -109,6 +110,19 @@ def _class_weights(frequency: np.ndarray) -> np.ndarray:
     return weights / weights[frequency > 0].mean()
 
 
+def _teacher(net, package: ModelPackage, classes: Sequence[ClassInfo], options: FinetuneOptions, log: Log):
+    """A frozen copy of the starting network whose decisions the tuned one keeps on unlabelled
+    pixels (``options.keep_prior``); None when off or when the classes changed (a new head has
+    nothing to keep)."""
+    if options.keep_prior <= 0 or [c.value for c in classes] != list(package.metadata.class_values):
+        return None
+    teacher = copy.deepcopy(net).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log(f"unlabelled pixels keep the starting model's decisions (weight {options.keep_prior:g})")
+    return teacher
+
+
 def _finetune(torch, package: ModelPackage, sources: List[Source], labels: LabelInput, out_dir: Path,
               options: FinetuneOptions, work: Path, log: Log, progress, is_cancelled, on_epoch) -> FinetuneResult:
     from ..data.chips import ChipSampler
@@ -143,6 +157,7 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
     opt = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=1e-4)
     settings = LossSettings(class_weights=torch.tensor(_class_weights(data.class_frequency), dtype=torch.float32,
                                                        device=device))
+    teacher = _teacher(net, package, classes, options, log)
     x0, y0, x1, y1 = train_area.window
     # an epoch draws about the training area's pixels once, but at least 16 batches: on a small
     # labelled area shorter epochs would let early stopping fire on noise
@@ -185,7 +200,13 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
                 continue  # a chip whose labels all fell outside after augmentation: nothing to learn
             batch = TrainingBatch({m: torch.from_numpy(b[m]).to(device) for m in mods},
                                   torch.from_numpy(b["present"]).to(device), target)
-            loss, _ = net.training_loss(batch, settings)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(batch.inputs, batch.present)["logits"]
+                loss, _ = net.training_loss(batch, replace(settings, teacher_logits=teacher_logits,
+                                                           distill_weight=options.keep_prior))
+            else:
+                loss, _ = net.training_loss(batch, settings)
             if not torch.isfinite(loss):
                 continue  # a diverging step is not taken
             apply_gradients(loss, opt, trainable)

@@ -28,6 +28,7 @@ class FinetuneOptions:
     device: str = "auto"
     freeze: str = "none"  # a key of FREEZE
     patience: int = 4  # epochs without validation gain before stopping
+    keep_prior: float = 1.0  # weight of the starting model's decisions on unlabelled pixels; 0 = off
     steps_per_epoch: int = 0  # 0 = enough chips to cover the training area about once
     seed: int = 0
     threads: Optional[int] = None  # torch CPU threads; None = leave torch's setting

@@ -84,6 +84,9 @@ def segmentation_loss(logits: Tensor, target: Tensor, settings: LossSettings,
     hard = settings.hard_pixel(logits, target)
     if hard is not None:
         parts["hard_pixel"] = hard
+    distill = settings.distillation(logits, target)
+    if distill is not None:
+        parts["distill"] = distill
     parts.update(extra or {})
     loss = sum(parts.values())
     return loss, {name: float(value.detach()) for name, value in parts.items()}

@@ -118,3 +118,23 @@ def test_sgf_single_modality_weight_is_one_and_subset_invariance():
     feats2 = [feats[0], feats[1] * 50, feats[2]]             # absent content must not matter
     fused2, _ = sgf(feats2, present)
     torch.testing.assert_close(fused2[0], fused[0], atol=1e-5, rtol=0)
+
+
+def test_distillation_counts_only_unlabelled_pixels_and_vanishes_on_agreement():
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 4, 8, 8)
+    target = torch.full((2, 8, 8), losses.IGNORE, dtype=torch.long)
+    target[:, :4] = 1  # the top half is labelled
+    assert float(losses.distillation_loss(teacher.clone(), teacher, target)) == 0.0
+    student = torch.randn(2, 4, 8, 8, requires_grad=True)
+    loss = losses.distillation_loss(student, teacher, target)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    assert float(student.grad[:, :, :4].abs().max()) == 0.0 and float(student.grad[:, :, 4:].abs().max()) > 0
+    moved = student.detach().clone()
+    moved[:, :, :4] += 10.0  # labelled pixels do not count
+    assert math.isclose(float(losses.distillation_loss(moved, teacher, target)), float(loss.detach()), rel_tol=1e-6)
+    assert float(losses.distillation_loss(student, teacher, torch.ones(2, 8, 8, dtype=torch.long))) == 0.0
+    settings = losses.LossSettings(teacher_logits=teacher, distill_weight=2.0)
+    assert math.isclose(float(settings.distillation(student, target).detach()), 2 * float(loss.detach()), rel_tol=1e-6)
+    assert losses.LossSettings().distillation(student, target) is None

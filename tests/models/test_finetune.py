@@ -67,6 +67,7 @@ def test_new_class_reinitialises_the_head(sources, labels, tmp_path):
     assert [c["name"] for c in meta["classes"]][-1] == "house" and len(meta["classes"]) == 7
     assert meta["name"] == "houses-7"
     assert any("re-initialised" in line for line in log)
+    assert not any("keep the starting model's decisions" in line for line in log)  # a new head: nothing to keep
     assert any("no labelled pixel of class(es)" in line and "building" in line for line in log)
     assert load_package(result.onnx_path).metadata.classes[-1].value == 7
 
@@ -156,3 +157,43 @@ def test_finetuning_learns_at_the_pixel_size_segment_runs_the_model_at(houses, l
     assert len(said) == 1 and (f"fine-tuning learns at {learns_at:g} m" in said[0]), said
     gsd = load_package(result.onnx_path).metadata.gsd
     assert gsd.native == pytest.approx(learns_at) and gsd.min == pytest.approx(gsd_min) and gsd.max == 2.0
+
+
+def test_unlabelled_pixels_keep_the_starting_models_decisions(sources, labels, tmp_path):
+    """keep_prior > 0: a frozen copy of the starting network is distilled into the tuned one where no
+    label is; 0 turns it off. With labels on one corner only, the tuned model stays nearer the
+    starting model elsewhere than without it."""
+    import onnxruntime as ort
+    from osgeo import gdal
+
+    corner = str(tmp_path / "corner.tif")
+    gdal.Translate(corner, labels.raster, srcWin=[0, 0, 40, 40])  # 20 m x 20 m of labels
+    feeds = {}
+    for source in sources:
+        data = gdal.Open(source.path).ReadAsArray().astype(np.float32)
+        feeds[source.modality] = data[None] if data.ndim == 2 else data
+    start = ort.InferenceSession(str(PACKAGE), providers=["CPUExecutionProvider"])
+
+    def agreement(onnx_path):
+        from modalseg.engine.normalize import normalize, own_statistics
+        meta = load_package(PACKAGE).metadata
+        feed = {}
+        for m, d in feeds.items():
+            spec = meta.modality(m).normalization
+            ok = np.ones(d.shape[1:], bool)
+            feed[m] = normalize(d[:, :96, :192], ok[:96, :192], spec, own_statistics(d, ok, spec))[None]
+        feed[meta.presence_input] = np.ones((1, len(feeds)), np.float32)
+        tuned = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        a, b = start.run(["logits"], feed)[0].argmax(1), tuned.run(["logits"], feed)[0].argmax(1)
+        return float((a[:, 40:, 40:] == b[:, 40:, 40:]).mean())
+
+    runs = {}
+    for keep in (0.0, 5.0):
+        log = []
+        opts = FinetuneOptions(**{**FAST, "epochs": 2, "steps_per_epoch": 8}, learning_rate=5e-3, val_fraction=0.0,
+                               keep_prior=keep)
+        result = finetune(PACKAGE, sources, LabelInput(raster=corner), tmp_path / f"keep{keep}", opts, log=log.append)
+        said = [line for line in log if "keep the starting model's decisions" in line]
+        assert said == ([] if keep == 0 else ["unlabelled pixels keep the starting model's decisions (weight 5)"])
+        runs[keep] = agreement(result.onnx_path)
+    assert runs[5.0] > runs[0.0], runs
