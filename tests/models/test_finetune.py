@@ -197,3 +197,21 @@ def test_unlabelled_pixels_keep_the_starting_models_decisions(sources, labels, t
         assert said == ([] if keep == 0 else ["unlabelled pixels keep the starting model's decisions (weight 5)"])
         runs[keep] = agreement(result.onnx_path)
     assert runs[5.0] > runs[0.0], runs
+
+
+def test_a_validation_strip_of_few_pixels_is_called_out(sources, labels, tmp_path):
+    from osgeo import gdal
+
+    corner = str(tmp_path / "corner.tif")
+    gdal.Translate(corner, labels.raster, srcWin=[0, 0, 40, 40])  # 1600 labelled px, a fifth validates
+    log = []
+    finetune(PACKAGE, sources, LabelInput(raster=corner), tmp_path / "pkg", FinetuneOptions(**{**FAST, "epochs": 1}),
+             log=log.append)
+    area = next(line for line in log if line.startswith("labelled area:"))
+    shown = int(area.split("(")[1].split(" labelled")[0])
+    assert 0 < shown < 500, area
+    assert (WARNING_PREFIX + f"the validation strip holds only {shown} labelled pixels: too few to tell a better "
+            "model from a worse one") in "\n".join(log)
+    log = []
+    finetune(PACKAGE, sources, labels, tmp_path / "whole", FinetuneOptions(**{**FAST, "epochs": 1}), log=log.append)
+    assert not any("too few to tell" in line for line in log)  # the whole tile: thousands
