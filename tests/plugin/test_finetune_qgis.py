@@ -97,8 +97,12 @@ def test_finetune_raises_held_out_miou(processing_run, halves, tmp_path):
           f"fine-tuned {after['MIOU']:.3f}; OA {before['OA']:.3f} -> {after['OA']:.3f}; "
           f"validation mIoU {result['START_VAL_MIOU']:.3f} -> {result['VAL_MIOU']:.3f} "
           f"in {result['EPOCHS_RUN']} epochs")
-    assert after["MIOU"] > before["MIOU"] + 0.1
-    assert after["OA"] >= before["OA"]
+    # Unlabelled pixels (the village's gardens: no vegetation labels) keep the starting model's
+    # vegetation there (Keep what the model knew), which this mIoU over the labelled classes counts
+    # against it where it spills onto labelled ground; without it the model forgets vegetation and
+    # this mIoU reaches 0.94 at a lower OA (0.976 against 0.981)
+    assert after["MIOU"] > before["MIOU"] + 0.03
+    assert after["OA"] >= before["OA"] + 0.04
     meta = json.loads(Path(model).with_suffix(".json").read_text(encoding="utf-8"))
     ft = meta["extra"]["finetune"]
     assert ft["base_model"]["name"] == "modalseg-reference"

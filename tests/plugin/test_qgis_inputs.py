@@ -181,13 +181,16 @@ def test_model_list_starts_with_automatic_and_shows_inputs_and_accuracy(qgis_app
 
 def test_saved_model_keeps_its_meaning(segment, tmp_path):
     """segment_class_areas.model3 stores MODEL = 0: once the default package, now 'Automatic',
-    which picks that same package for the optical + elevation layers the model takes."""
+    which picks the package with the best held-out figure for the optical + elevation layers the
+    model takes, and says why."""
     model3 = (REPO_ROOT / "resources" / "segment_class_areas.model3").read_text()
     static = re.search(r'name="MODEL">\s*<Option type="Map">\s*<Option type="int" value="2" name="source"/>\s*'
                        r'<Option type="int" value="(\d+)" name="static_value"/>', model3)
     assert static and static.group(1) == "0"
     _, feedback = segment(OPTICAL=_layer("rgb"), ELEVATION=_layer("ndsm"), MODEL=0, OUTPUT=str(tmp_path / "c.tif"))
-    assert any(line.startswith(f"Model: {DEFAULT} 2.0.0") for line in feedback.infos), feedback.infos
+    assert any(line.startswith("Model: modalseg-optical-urban 1.0.0") for line in feedback.infos), feedback.infos
+    assert any(line.startswith("Model (automatic): modalseg-optical-urban 1.0.0") and "best held-out mIoU" in line
+               for line in feedback.infos), feedback.infos
 
 
 def _south_up(src: str, dst: Path) -> str:
