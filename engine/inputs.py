@@ -96,6 +96,12 @@ def pixel_size_in_range(gsd: float, meta: PackageMetadata) -> float:
     return min(max(gsd, meta.gsd.min), meta.gsd.max)
 
 
+def outside_range_text(gsd: float, meta: PackageMetadata) -> str:
+    """'the pixel size (0.2 m) is outside the range model 'x' was trained for (0.5–2 m)'."""
+    return (f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for "
+            f"({meta.gsd.min:g}–{meta.gsd.max:g} m)")
+
+
 def network_grid_of(grid: Grid, meta: PackageMetadata, log: Log) -> Grid:
     """The grid the network runs on: the output grid, resampled into the package's GSD range if needed."""
     gsd = grid.gsd_metres()
@@ -104,8 +110,7 @@ def network_grid_of(grid: Grid, meta: PackageMetadata, log: Log) -> Grid:
         return grid
     target = pixel_size_in_range(gsd, meta)
     network_grid = grid.rescaled(target / gsd)
-    log(f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for "
-        f"({meta.gsd.min:g}–{meta.gsd.max:g} m): the network runs on a {network_grid.width} x "
+    log(f"{outside_range_text(gsd, meta)}: the network runs on a {network_grid.width} x "
         f"{network_grid.height} px grid at {target:g} m and its probabilities are resampled back")
     return network_grid
 

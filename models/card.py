@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .weight_storage import storage_of
+from .weight_storage import HALF, storage_of
 
 LOW_MIOU = 50.0  # a held-out mIoU below this is called a failure mode (segment warns below it too)
 LOW_CLASS_IOU = 40.0  # a pooled per-class IoU below this is named among the failure modes
@@ -145,8 +145,8 @@ Protocol: {m['few_labels']['protocol'].rstrip('.')}.
     return "\n".join(parts)
 
 
-_STORAGE_NOTE = {"float16": "Weights stored in float16 (graph and fine-tuning weights: half the size); the graph computes "
-                            "in float32.\n"}
+_HALF_STORAGE_NOTE = ("Weights stored in float16 (graph and fine-tuning weights: half the size); the graph computes "
+                      "in float32.\n")
 
 
 def write_card(folder: "str | Path", meta: Dict[str, Any], failure_modes: Optional[Sequence[str]] = None) -> Path:
@@ -181,7 +181,7 @@ the decision, summing to 1 over the inputs given).
 
 Tiles of {meta['tile_size']} px (multiple of {meta['size_multiple']}), overlap {meta['overlap']} px.
 GSD: trained around {gsd['native']} m, valid {gsd['min']}–{gsd['max']} m (the engine resamples outside it).
-{_STORAGE_NOTE.get(storage_of(meta.get('extra', {})), '')}
+{_HALF_STORAGE_NOTE if storage_of(meta.get('extra', {})) == HALF else ''}
 ## Training
 {meta['training_data']}.
 {m.get('steps', '?')} steps in {m.get('train_seconds', 0) / 60:.0f} CPU minutes on {m.get('threads', 1)} thread(s).

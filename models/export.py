@@ -148,9 +148,9 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
     """
     import onnx
     import torch
-    from safetensors.torch import save_file
 
-    from .weight_storage import HALF, HALF_PARITY_TOLERANCE, WEIGHT_STORAGES, half_initializers, half_state_dict, round_to_half
+    from .weight_storage import (HALF, HALF_PARITY_TOLERANCE, WEIGHT_STORAGES, half_initializers, round_to_half,
+                                 save_weights)
 
     if weight_storage not in WEIGHT_STORAGES:
         raise ExportError(f"weight storage '{weight_storage}' is not one of {', '.join(WEIGHT_STORAGES)}")
@@ -212,9 +212,7 @@ def export_package(net: Any, metadata: Dict[str, Any], out_dir: "str | Path",
         if not diff <= tolerance:
             raise ExportError(f"ONNX graph differs from torch by {diff:.2e} (> {tolerance:.0e}); not exported")
         (tmp / f"{name}.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-        state = _state_dict_tensors(net)
-        save_file(half_state_dict(state) if weight_storage == HALF else state, str(tmp / f"{name}.safetensors"),
-                  metadata={"architecture": str(arch), "modalseg_name": str(meta["name"])})
+        save_weights(_state_dict_tensors(net), tmp / f"{name}.safetensors", arch, meta["name"], weight_storage)
         # swap into place: old package aside, new one in, old one removed
         old = None
         if out_dir.exists():

@@ -91,6 +91,14 @@ def half_state_dict(state: Dict[str, Any]) -> Dict[str, Any]:
     return {key: value.half() if value.dtype == torch.float32 else value for key, value in state.items()}
 
 
+def save_weights(state: Dict[str, Any], path: Path, architecture: Any, name: str, storage: str) -> None:
+    """Write a package's fine-tuning weights (safetensors, as ``storage`` says)."""
+    from safetensors.torch import save_file
+
+    save_file(half_state_dict(state) if storage == HALF else state, str(path),
+              metadata={"architecture": str(architecture), "modalseg_name": str(name)})
+
+
 def storage_of(extra: Dict[str, Any]) -> str:
     """The weight storage a package's ``extra`` metadata records (float32 for packages that predate it)."""
     return str(extra.get("torch", {}).get("weight_storage", "float32"))
@@ -101,7 +109,7 @@ def store_package_half(folder: "str | Path") -> Path:
     written beside and swapped in); returns the .onnx path. A package with a precision variant
     (int8) must be quantised again afterwards: the variant names the graph it came from."""
     import onnx
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from ..engine.package import METADATA_KEY, load_package
 
@@ -122,9 +130,8 @@ def store_package_half(folder: "str | Path") -> Path:
         (staged / onnx_path.with_suffix(".json").name).write_text(
             json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
         if weights.exists():
-            save_file(half_state_dict(load_file(str(weights))), str(staged / weights.name),
-                      metadata={"architecture": str(meta["extra"]["torch"].get("architecture")),
-                                "modalseg_name": str(meta["name"])})
+            save_weights(load_file(str(weights)), staged / weights.name, meta["extra"]["torch"].get("architecture"),
+                         meta["name"], HALF)
         for path in staged.iterdir():
             path.replace(onnx_path.parent / path.name)
     return onnx_path
@@ -141,6 +148,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         path = store_package_half(folder)
         after = sum(p.stat().st_size for p in folder.iterdir())
         print(f"{folder.name}: weights stored as float16, {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
+
 
 if __name__ == "__main__":
     main()

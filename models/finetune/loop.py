@@ -200,13 +200,12 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
                 continue  # a chip whose labels all fell outside after augmentation: nothing to learn
             batch = TrainingBatch({m: torch.from_numpy(b[m]).to(device) for m in mods},
                                   torch.from_numpy(b["present"]).to(device), target)
+            step_settings = settings
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(batch.inputs, batch.present)["logits"]
-                loss, _ = net.training_loss(batch, replace(settings, teacher_logits=teacher_logits,
-                                                           distill_weight=options.keep_prior))
-            else:
-                loss, _ = net.training_loss(batch, settings)
+                    step_settings = replace(settings, teacher_logits=teacher(batch.inputs, batch.present)["logits"],
+                                            distill_weight=options.keep_prior)
+            loss, _ = net.training_loss(batch, step_settings)
             if not torch.isfinite(loss):
                 continue  # a diverging step is not taken
             apply_gradients(loss, opt, trainable)

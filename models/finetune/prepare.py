@@ -15,9 +15,9 @@ from ...engine.binding import Source, reference_order
 from ...engine.errors import WARNING_PREFIX, EngineError
 from ...engine.labels import LABEL_NODATA
 from ...engine.grid import Grid, GridRequest, reference_grid
-from ...engine.inputs import pixel_size_in_range
+from ...engine.inputs import outside_range_text, pixel_size_in_range
 from ...engine.normalize import percentile_range
-from ...engine.package import ClassInfo, ModelPackage, Normalization
+from ...engine.package import ClassInfo, ModelPackage, Normalization, PackageMetadata
 from ...engine.reader import SourceReader
 from ..data.chips import IGNORE, Area
 from ..data.rasters import RasterStack
@@ -71,15 +71,14 @@ def _sub_grid(grid: Grid, window: Window) -> Grid:
 
 
 
-def training_grid(grid: Grid, meta, log: Log) -> Grid:
+def training_grid(grid: Grid, meta: PackageMetadata, log: Log) -> Grid:
     """The grid fine-tuning learns on: the one ``segment`` runs the package on, unless that means
     resampling by more than ``MAX_RESAMPLING`` (then the layer's own grid, said in the log)."""
     gsd = grid.gsd_metres()
     target = pixel_size_in_range(gsd, meta)
     if target == gsd:
         return grid
-    range_text = f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for " \
-                 f"({meta.gsd.min:g}–{meta.gsd.max:g} m)"
+    range_text = outside_range_text(gsd, meta)
     if max(gsd / target, target / gsd) > MAX_RESAMPLING:
         log(f"{range_text}, far outside: fine-tuning learns at {gsd:.3g} m and the tuned model's range includes it")
         return grid

@@ -47,7 +47,6 @@ class LossSettings:
         return self.hard_pixel_weight * hard_pixel_ce(logits, target, self.hard_pixel_keep,
                                                       class_weights=self.class_weights)
 
-
     def distillation(self, logits: Tensor, target: Tensor) -> Tensor | None:
         """The weighted distillation term, or None without a teacher."""
         if self.teacher_logits is None or self.distill_weight <= 0:
