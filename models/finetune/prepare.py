@@ -80,10 +80,11 @@ def training_grid(grid: Grid, meta: PackageMetadata, log: Log) -> Grid:
         return grid
     range_text = outside_range_text(gsd, meta)
     if max(gsd / target, target / gsd) > MAX_RESAMPLING:
-        log(f"{range_text}, far outside: fine-tuning learns at {gsd:.3g} m and the tuned model's range includes it")
+        log(WARNING_PREFIX + f"{range_text}, far outside: fine-tuning learns at {gsd:.3g} m and the tuned "
+            "model's range includes it")
         return grid
-    log(f"{range_text}: fine-tuning learns at {target:g} m, the pixel size segment runs it at (layers and "
-        "labels resampled)")
+    log(WARNING_PREFIX + f"{range_text}: fine-tuning learns at {target:g} m, the pixel size segment runs it at "
+        "(layers and labels resampled)")
     return grid.rescaled(target / gsd)
 
 

@@ -155,6 +155,7 @@ def test_finetuning_learns_at_the_pixel_size_segment_runs_the_model_at(houses, l
     assert width == round(100 / learns_at), area  # the whole 100 m tile
     said = [line for line in log if "outside the range model" in line]
     assert len(said) == 1 and (f"fine-tuning learns at {learns_at:g} m" in said[0]), said
+    assert said[0].startswith(WARNING_PREFIX + "the pixel size"), said  # resampling or widening: a warning
     gsd = load_package(result.onnx_path).metadata.gsd
     assert gsd.native == pytest.approx(learns_at) and gsd.min == pytest.approx(gsd_min) and gsd.max == 2.0
 
