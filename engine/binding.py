@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import WARNING_PREFIX, EngineError
+from .false_colour import IRC_BAND_NAMES, NIR_POSITION, RED_GREEN_POSITIONS, check_true_colour, irc_bands
 from .grid import grid_of, open_raster
 from .ground import elevation_kind_from_values
 from .package import ModalitySpec, PackageMetadata
 from .reader import BandReader
 from .sar import is_complex, scale_of
-from .vocabulary import ELEVATION_TYPES, SAR_SCALES, check_key
+from .vocabulary import ELEVATION_TYPES, OPTICAL_TYPES, SAR_SCALES, check_key
 
 # Roles are what the analyst provides; kinds are what a network consumes.
 ROLES = ("optical", "elevation", "dtm", "sar", "nir")
@@ -49,6 +50,7 @@ class LayerInput:
     bands: Optional[Tuple[int, ...]] = None  # 1-based; None = the first bands the model needs
     elevation_type: str = "auto"  # for the elevation role: is the layer a DSM or an nDSM?
     sar_scale: str = "auto"  # for the SAR role: dB or linear power (vocabulary.SAR_SCALES)
+    optical_type: str = "rgb"  # for the optical role: true colour or false-colour infrared (vocabulary.OPTICAL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,14 @@ class Source:
     # A DSM without a DTM: the run estimates the DTM (engine.ground) and sets ``subtract_path`` to it.
     estimate_ground: bool = False
     power_to_db: bool = False  # SAR in linear power (or complex: its intensity): read as dB (engine.sar)
+    # A false-colour infrared layer: ``bands`` are its red and green, blue is estimated (engine.false_colour).
+    estimate_blue: bool = False
 
     def describe(self) -> str:
         bands = ",".join(str(b) for b in self.bands)
+        if self.estimate_blue:
+            return (f"{self.modality} ← {self.path} (false-colour infrared: bands {bands} as red, green; blue "
+                    "estimated as a copy of green)")
         text = f"{self.modality} ← {self.path} (band{'s' if len(self.bands) > 1 else ''} {bands})"
         if self.estimate_ground and not self.subtract_path:
             text += " minus a DTM estimated from it (ground filter) = nDSM"
@@ -155,6 +162,36 @@ def _sar_source(spec: ModalitySpec, layer: LayerInput, bands: Tuple[int, ...]) -
     return Source(spec.name, layer.path, bands, spec.resampling, power_to_db=scale == "linear"), messages
 
 
+def _false_colour_source(spec: ModalitySpec, meta: PackageMetadata, layer: LayerInput) -> Tuple[Source, List[str]]:
+    """A false-colour infrared layer as a true-colour input: its red and green, blue estimated."""
+    check_true_colour(spec.band_names, meta.name, layer.path)
+    count = _band_count(layer.path)
+    bands = irc_bands(layer.path, count, layer.bands)
+    red, green = (bands[i] for i in RED_GREEN_POSITIONS)
+    messages = [WARNING_PREFIX + f"the optical layer '{layer.path}' is false-colour infrared (bands "
+                f"{','.join(map(str, bands))} as {', '.join(IRC_BAND_NAMES)}): its red and green feed the model's red "
+                "and green, and blue, which it does not have, is estimated as a copy of green; give a true-colour "
+                "image for the model's full optical accuracy"]
+    if not layer.bands and count > len(bands):
+        messages.append(WARNING_PREFIX + f"bands {len(bands) + 1}-{count} of the optical layer '{layer.path}' are "
+                        "not used (a false-colour infrared layer is read from its bands 1-3; choose others in the "
+                        "band selection)")
+    return Source(spec.name, layer.path, (red, green), spec.resampling, is_reference_candidate=True,
+                  estimate_blue=True), messages
+
+
+def with_false_colour_nir(layers: Mapping[str, LayerInput]) -> Dict[str, LayerInput]:
+    """The layers, plus the NIR band of a false-colour infrared optical layer as the NIR layer when no
+    NIR layer is given separately."""
+    given = {role: layer for role, layer in layers.items() if layer is not None and layer.path}
+    optical = given.get("optical")
+    if optical is not None and check_key(OPTICAL_TYPES, optical.optical_type, "optical type") == "irc" \
+            and "nir" not in given:
+        bands = irc_bands(optical.path, _band_count(optical.path), optical.bands)
+        given["nir"] = LayerInput(optical.path, (bands[NIR_POSITION],))
+    return given
+
+
 def _who_else(candidates: Sequence[PackageMetadata], meta: PackageMetadata, takes) -> str:
     """The end of an unused-layer warning: the bundled packages that would use it, or that none does."""
     others = [m.name for m in candidates if m.name != meta.name and takes(m)]
@@ -179,6 +216,11 @@ def _unused_bands_warning(meta: PackageMetadata, spec: ModalitySpec, role: str, 
 def _unused_layer_warning(meta: PackageMetadata, role: str, layer: LayerInput, given: Mapping[str, LayerInput],
                           candidates: Sequence[PackageMetadata]) -> str:
     label = ROLE_LABELS[role]
+    optical = given.get("optical")
+    if role == "nir" and optical is not None and optical.optical_type == "irc" and layer.path == optical.path:
+        who = _who_else(candidates, meta, lambda m: any(_ROLE_OF_KIND[s.kind] == role for s in m.modalities))
+        return (WARNING_PREFIX + f"band {layer.bands[0]} (near-infrared) of the false-colour optical layer "
+                f"'{layer.path}' is not used: model '{meta.name}' takes no NIR input; {who}")
     if role == "dtm":
         if "elevation" not in given:
             cause = "a DTM only turns a DSM into heights above ground, and no DSM (elevation layer) was given"
@@ -192,6 +234,24 @@ def _unused_layer_warning(meta: PackageMetadata, role: str, layer: LayerInput, g
             f"input; {who}")
 
 
+def _source_for(spec: ModalitySpec, meta: PackageMetadata, role: str, layer: LayerInput,
+                given: Mapping[str, LayerInput], candidates: Sequence[PackageMetadata]) -> Tuple[Source, List[str]]:
+    """The source a given layer makes for one modality, and what the log should say about it."""
+    if role == "optical" and layer.optical_type == "irc":
+        return _false_colour_source(spec, meta, layer)
+    bands = _choose_bands(spec, role, layer)
+    unused_bands = _unused_bands_warning(meta, spec, role, layer, candidates)
+    messages = [unused_bands] if unused_bands else []
+    if role == "elevation":
+        source, more = _elevation_source(spec, layer, given.get("dtm"), bands)
+    elif role == "sar":
+        source, more = _sar_source(spec, layer, bands)
+    else:
+        source, more = Source(spec.name, layer.path, bands, spec.resampling,
+                              is_reference_candidate=(role == "optical")), []
+    return source, messages + more
+
+
 def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput],
                     candidates: Sequence[PackageMetadata] = ()) -> Tuple[List[Source], List[str]]:
     """Match layers (by role) to the model's modalities; returns the sources and log lines.
@@ -201,7 +261,7 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput],
     unknown = [r for r in layers if r not in ROLES]
     if unknown:
         raise EngineError(f"unknown input role(s) {unknown}; expected {', '.join(ROLES)}")
-    given = {r: l for r, l in layers.items() if l is not None and l.path}
+    given = with_false_colour_nir(layers)
     if not any(r != "dtm" for r in given):
         raise EngineError("give at least one input layer (optical, elevation, SAR or NIR)")
     sources: List[Source] = []
@@ -217,21 +277,10 @@ def bind_modalities(meta: PackageMetadata, layers: Mapping[str, LayerInput],
                                   f"{spec.bands} band(s): {', '.join(spec.band_names)})")
             messages.append(f"{spec.name}: no {role} layer given; the model runs without it")
             continue
-        bands = _choose_bands(spec, role, layer)
-        unused_bands = _unused_bands_warning(meta, spec, role, layer, candidates)
-        if unused_bands:
-            messages.append(unused_bands)
-        if role == "elevation":
-            source, elevation_messages = _elevation_source(spec, layer, given.get("dtm"), bands)
-            messages += elevation_messages
-            if source.subtract_path:
-                used_roles.add("dtm")
-        elif role == "sar":
-            source, sar_messages = _sar_source(spec, layer, bands)
-            messages += sar_messages
-        else:
-            source = Source(spec.name, layer.path, bands, spec.resampling,
-                            is_reference_candidate=(role == "optical"))
+        source, source_messages = _source_for(spec, meta, role, layer, given, candidates)
+        messages += source_messages
+        if source.subtract_path:
+            used_roles.add("dtm")
         used_roles.add(role)
         sources.append(source)
         messages.append(f"bound {source.describe()}")

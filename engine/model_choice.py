@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .binding import ROLE_LABELS, ROLES, LayerInput, role_of_kind
+from .binding import ROLE_LABELS, ROLES, LayerInput, role_of_kind, with_false_colour_nir
 from .errors import EngineError
 from .package import ModalitySpec, PackageMetadata
 
@@ -53,7 +53,9 @@ def packages_using(role: str, candidates: Sequence[PackageMetadata]) -> List[str
 
 
 def _given_roles(layers: Mapping[str, LayerInput]) -> List[str]:
-    return [role for role in ROLES if layers.get(role) is not None and layers[role].path]
+    """The roles given (a false-colour optical layer gives NIR too)."""
+    given = with_false_colour_nir(layers)
+    return [role for role in ROLES if role in given]
 
 
 def _role_list(roles: Sequence[str]) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import EngineError
+from .false_colour import with_estimated_blue
 from .grid import Grid, file_grid, open_raster, read_failed, reading, same_crs, transform_bounds
 from .normalize import fit_to_recipe
 from .sar import is_complex, sar_view
@@ -177,8 +178,8 @@ class BandReader:
 
 
 class SourceReader:
-    """A bound source on the grid: its bands in physical units, minus the DTM when it derives an
-    nDSM, optionally stretched into the range its normalisation recipe expects."""
+    """A bound source on the grid: its bands in physical units (with the blue of a false-colour
+    layer estimated), minus the DTM when it derives an nDSM, optionally stretched into the range its normalisation recipe expects."""
 
     def __init__(self, source: Source, grid: Grid):
         if source.estimate_ground and not source.subtract_path:
@@ -193,6 +194,8 @@ class SourceReader:
 
     def read(self, x: int, y: int, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
         data, valid = self.main.read(x, y, width, height)
+        if self.source.estimate_blue:
+            data = with_estimated_blue(data)
         if self.dtm is not None:
             ground, ground_valid = self.dtm.read(x, y, width, height)
             data = np.maximum(data - ground, 0.0)

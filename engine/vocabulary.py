@@ -53,6 +53,13 @@ SAR_SCALES: Choices = (
     ("db", "dB (10 log10 of the backscatter intensity)"),
     ("linear", "Linear power (backscatter intensity, sigma0); converted to dB"),
 )
+# How the bands of the optical layer are laid out (engine.false_colour): true colour in the model's
+# order, or a false-colour infrared image (NIR, red, green: IGN BD ORTHO IRC, ISPRS Vaihingen), whose
+# red and green reach the model as red and green, blue estimated, NIR to a NIR input if the model has one.
+OPTICAL_TYPES: Choices = (
+    ("rgb", "True colour: the bands in the model's order (red, green, blue...)"),
+    ("irc", "False-colour infrared (IRC): near-infrared, red, green; blue is estimated from green"),
+)
 # Ground filter window (metres) estimating the DTM of a DSM given without one: larger than most
 # buildings' smaller side (engine.ground).
 DEFAULT_GROUND_WINDOW_M = 40.0

@@ -290,7 +290,8 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         estimated_ground=(EstimatedGroundCache(float(data["estimated_ground"].get("window_m", DEFAULT_GROUND_WINDOW_M)))
                           if data.get("estimated_ground") else None),
         estimated_share=float((data.get("estimated_ground") or {}).get("share", 0.0)),
-        strong_photometric=data.get("photometric") == "strong")
+        strong_photometric=data.get("photometric") == "strong",
+        false_colour_share=float(data.get("false_colour_share", 0.0)))
     net = build_net(cfg)
     params = sum(p.numel() for p in net.parameters())
     log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "

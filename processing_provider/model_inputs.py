@@ -15,7 +15,7 @@ from qgis.core import (
 )
 
 from ..engine.errors import WARNING_PREFIX
-from ..engine.vocabulary import ELEVATION_TYPES, SAR_SCALES, key_at, labels
+from ..engine.vocabulary import ELEVATION_TYPES, OPTICAL_TYPES, SAR_SCALES, key_at, labels
 from .base import ModalSegAlgorithm, gdal_raster_path, is_set, log_warning
 from .paths import BUNDLED_MODELS_DIR, DEFAULT_BUNDLED_MODEL
 
@@ -32,6 +32,7 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
 
     OPTICAL = "OPTICAL"
     OPTICAL_BANDS = "OPTICAL_BANDS"
+    OPTICAL_TYPE = "OPTICAL_TYPE"
     ELEVATION = "ELEVATION"
     ELEVATION_BAND = "ELEVATION_BAND"
     ELEVATION_TYPE = "ELEVATION_TYPE"
@@ -66,7 +67,17 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
         self.add(QgsProcessingParameterBand(self.OPTICAL_BANDS,
                                             "Optical bands, in the model's order (empty = 1, 2, 3...)", None,
                                             self.OPTICAL, optional=True, allowMultiple=True),
-                 "Band numbers of the optical layer in the order the model expects them, e.g. 1,2,3 for R,G,B.")
+                 "Band numbers of the optical layer in the order the model expects them, e.g. 1,2,3 for R,G,B "
+                 "(4,3,2 for a Sentinel-2 stack B1...B12). For a false-colour infrared image: its near-infrared, red "
+                 "and green bands, in that order (empty = 1, 2, 3).")
+        self.add(QgsProcessingParameterEnum(self.OPTICAL_TYPE, "Optical image type", labels(OPTICAL_TYPES),
+                                            defaultValue=0),
+                 "True colour, or a false-colour infrared image (IRC: near-infrared, red, green, as IGN BD ORTHO IRC "
+                 "or ISPRS Vaihingen). ModalSeg cannot tell them apart from the values: declare an IRC image here, "
+                 "otherwise its near-infrared is read as red (vegetation comes out as roofs). Declared, its red and "
+                 "green feed the model's red and green, blue is estimated as a copy of green (the log warns; "
+                 "accuracy sits between a true-colour image and an undeclared IRC one), and the near-infrared feeds "
+                 "the model's NIR input when it has one.")
         self.add(QgsProcessingParameterRasterLayer(self.ELEVATION, "Elevation: DSM or nDSM (metres)", optional=True),
                  "Digital surface model (heights above sea level) or normalised DSM (heights above ground), "
                  "in metres.")
@@ -192,8 +203,10 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
         return package
 
     def layer_inputs(self, engine: Any, parameters: Dict[str, Any], context: QgsProcessingContext) -> Dict[str, Any]:
-        """The given layers by engine role, as ``engine.LayerInput`` (file, bands, elevation type, SAR values)."""
+        """The given layers by engine role, as ``engine.LayerInput`` (file, bands, optical type, elevation
+        type, SAR values)."""
         elevation_type = key_at(ELEVATION_TYPES, self.parameterAsEnum(parameters, self.ELEVATION_TYPE, context))
+        optical_type = key_at(OPTICAL_TYPES, self.parameterAsEnum(parameters, self.OPTICAL_TYPE, context))
         sar_scale = (key_at(SAR_SCALES, self.parameterAsEnum(parameters, self.SAR_SCALE, context))
                      if self.parameterDefinition(self.SAR_SCALE) is not None else "auto")
         layers: Dict[str, Any] = {}
@@ -209,6 +222,8 @@ class LayersAndModelAlgorithm(ModalSegAlgorithm):
                 layers[role] = engine.LayerInput(source, bands=bands, elevation_type=elevation_type)
             elif role == "sar":
                 layers[role] = engine.LayerInput(source, bands=bands, sar_scale=sar_scale)
+            elif role == "optical":
+                layers[role] = engine.LayerInput(source, bands=bands, optical_type=optical_type)
             else:
                 layers[role] = engine.LayerInput(source, bands=bands)
         if not any(role != "dtm" for role in layers):

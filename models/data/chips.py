@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import augment
+from ...engine.false_colour import with_estimated_blue
 from ...engine.normalize import normalize, own_statistics
 from ...engine.package import Normalization, _parse_normalization
 from .estimated_ground import EstimatedGroundCache
@@ -112,7 +113,7 @@ class ChipSampler:
                  height_modalities: Sequence[str] = ("ndsm",), display_modalities: Sequence[str] = (),
                  display_gamma: Tuple[float, float] = (0.5, 2.0),
                  estimated_ground: Optional[EstimatedGroundCache] = None, estimated_share: float = 0.0,
-                 strong_photometric: bool = False) -> None:
+                 strong_photometric: bool = False, false_colour_share: float = 0.0) -> None:
         self.areas = list(areas)
         self.modalities = list(modalities)
         self.bands = dict(bands)
@@ -137,6 +138,9 @@ class ChipSampler:
         self.estimated_ground = estimated_ground
         self.estimated_share = estimated_share if estimated_ground is not None else 0.0
         self.photometric = augment.strong_photometric if strong_photometric else augment.photometric
+        # this share of optical chips gets the blue the engine gives a false-colour infrared layer
+        # (engine.false_colour: a copy of green), so the model also learns what an IRC user feeds
+        self.false_colour_share = false_colour_share
         lut = np.full(256, IGNORE, np.uint8)
         for i, v in enumerate(class_values):
             lut[v] = i
@@ -227,6 +231,8 @@ class ChipSampler:
                     x = augment.display_scaling(x, rng, self.display_gamma)
                 if n in self.augment_optical and self.augment_geometry:
                     x = self.photometric(x, rng)
+                    if self.false_colour_share and x.shape[0] == 3 and rng.random() < self.false_colour_share:
+                        x = with_estimated_blue(x[:2])
                 if n in self.height_modalities and scale != 1.0:
                     x = x * np.float32(scale)
                 ok = masks[n + "#valid"][0] > 0.5

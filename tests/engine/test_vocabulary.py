@@ -8,20 +8,22 @@ from modalseg.engine import (EngineError, GridRequest, LayerInput, OutputPaths, 
 from modalseg.engine.package import parse_metadata
 from modalseg.engine.runtime import make_runner
 from modalseg.engine.tiling import blend_window, plan_tiles
-from modalseg.engine.vocabulary import (BLEND_WINDOWS, DEVICES, ELEVATION_TYPES, PRECISIONS, RUNTIMES, SAR_SCALES,
-                                        check_key, key_at, keys, labels)
+from modalseg.engine.vocabulary import (BLEND_WINDOWS, DEVICES, ELEVATION_TYPES, OPTICAL_TYPES, PRECISIONS, RUNTIMES,
+                                        SAR_SCALES, check_key, key_at, keys, labels)
 from tests.fixtures.onnx_models import base_metadata, make_pixelwise
 from tests.fixtures.paths import REFERENCE_PACKAGE
 from tests.fixtures.rasters import read, smooth_field, write_raster
 
 GT = (500000.0, 1.0, 0.0, 6000000.0, 0.0, -1.0)
 VOCABULARIES = {"device": DEVICES, "runtime": RUNTIMES, "blend window": BLEND_WINDOWS,
-                "elevation type": ELEVATION_TYPES, "SAR values": SAR_SCALES, "precision": PRECISIONS}
+                "elevation type": ELEVATION_TYPES, "SAR values": SAR_SCALES, "precision": PRECISIONS,
+                "optical type": OPTICAL_TYPES}
 # What saved .model3 files, batch histories and qgis_process scripts hold: enum position i means
 # key i. New choices may follow these; none may move.
 SAVED_POSITIONS = {"device": ("auto", "cpu", "cuda"), "runtime": ("onnx", "torch"),
                    "blend window": ("hann", "linear", "none"), "elevation type": ("auto", "dsm", "ndsm"),
-                   "SAR values": ("auto", "db", "linear"), "precision": ("auto", "fp32", "int8", "fp16")}
+                   "SAR values": ("auto", "db", "linear"), "precision": ("auto", "fp32", "int8", "fp16"),
+                   "optical type": ("rgb", "irc")}
 
 
 @pytest.mark.parametrize("what", sorted(VOCABULARIES))

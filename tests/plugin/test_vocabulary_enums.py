@@ -2,15 +2,16 @@
 a saved model or batch row holds reaches the engine as that position's key."""
 import pytest
 
-from modalseg.engine.vocabulary import (BLEND_WINDOWS, DEVICES, ELEVATION_TYPES, PRECISIONS, RUNTIMES, SAR_SCALES,
-                                        VARIANTS, keys, labels)
+from modalseg.engine.vocabulary import (BLEND_WINDOWS, DEVICES, ELEVATION_TYPES, OPTICAL_TYPES, PRECISIONS, RUNTIMES,
+                                        SAR_SCALES, VARIANTS, keys, labels)
 from modalseg.environment.choices import ACTIONS, BUILDS
 from tests.plugin.helpers import recording_feedback
 
 ENUMS = [("modalseg:segment", "DEVICE", DEVICES), ("modalseg:segment", "RUNTIME", RUNTIMES),
          ("modalseg:segment", "BLEND", BLEND_WINDOWS), ("modalseg:segment", "ELEVATION_TYPE", ELEVATION_TYPES),
          ("modalseg:segment", "PRECISION", PRECISIONS), ("modalseg:quantize", "PRECISION", VARIANTS),
-         ("modalseg:segment", "SAR_SCALE", SAR_SCALES),
+         ("modalseg:segment", "SAR_SCALE", SAR_SCALES), ("modalseg:segment", "OPTICAL_TYPE", OPTICAL_TYPES),
+         ("modalseg:finetune", "OPTICAL_TYPE", OPTICAL_TYPES),
          ("modalseg:finetune", "DEVICE", DEVICES), ("modalseg:finetune", "ELEVATION_TYPE", ELEVATION_TYPES),
          ("modalseg:install_dependencies", "ACTION", ACTIONS), ("modalseg:install_dependencies", "BUILD", BUILDS)]
 
