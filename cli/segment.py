@@ -8,8 +8,8 @@ import signal
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, ELEVATION_TYPES, PRECISIONS, RUNTIMES,
-                                 SAR_SCALES, keys)
+from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, ELEVATION_TYPES, OPTICAL_TYPES,
+                                 PRECISIONS, RUNTIMES, SAR_SCALES, keys)
 from ..processing_provider.paths import BUNDLED_MODELS_DIR, DEFAULT_BUNDLED_MODEL
 from .progress import ProgressBar
 
@@ -52,7 +52,10 @@ def add_parser(commands: Any) -> None:
                                  description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     layers = parser.add_argument_group("input layers (at least one)")
     layers.add_argument("--optical", metavar="RASTER", help="orthophoto or satellite image (RGB or multispectral)")
-    layers.add_argument("--optical-bands", metavar="BANDS", help="optical bands in the model's order, e.g. 1,2,3")
+    layers.add_argument("--optical-bands", metavar="BANDS", help="optical bands in the model's order, e.g. 1,2,3 "
+                        "(false-colour infrared: its near-infrared, red, green)")
+    layers.add_argument("--optical-type", choices=keys(OPTICAL_TYPES), default=OPTICAL_TYPES[0][0],
+                        help=_choices(OPTICAL_TYPES))
     layers.add_argument("--elevation", metavar="RASTER", help="elevation: DSM or nDSM, in metres")
     layers.add_argument("--elevation-band", metavar="BAND", help="band of the elevation layer (default 1)")
     layers.add_argument("--elevation-type", choices=keys(ELEVATION_TYPES), default=ELEVATION_TYPES[0][0],
@@ -117,7 +120,8 @@ def _layers(engine: Any, args: argparse.Namespace) -> Dict[str, Any]:
             band_list = engine.parse_band_list(bands, f"--{role}-band{'s' if role in ('optical', 'sar') else ''}")
             layers[role] = engine.LayerInput(path, bands=band_list,
                                              elevation_type=args.elevation_type if role == "elevation" else "auto",
-                                             sar_scale=args.sar_scale if role == "sar" else "auto")
+                                             sar_scale=args.sar_scale if role == "sar" else "auto",
+                                             optical_type=args.optical_type if role == "optical" else "rgb")
     return layers
 
 

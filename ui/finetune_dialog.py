@@ -35,7 +35,7 @@ ALGORITHM_ID = "modalseg:finetune"
 SEGMENT_ID = "modalseg:segment"
 SAME = "(as labelled)"  # class column: the label already is a class value or name
 IGNORE = "ignore"
-LAYER_PARAMETERS = ("OPTICAL", "ELEVATION", "ELEVATION_TYPE", "DTM", "SAR", "NIR")  # shared with Segment
+LAYER_PARAMETERS = ("OPTICAL", "OPTICAL_TYPE", "ELEVATION", "ELEVATION_TYPE", "DTM", "SAR", "NIR")  # shared with Segment
 MAX_LABEL_ROWS = 256  # more distinct values than this is no label layer
 # Spin box decimals: the parameters give ranges and defaults, not how finely a person types them.
 DECIMALS = {"TIME_BUDGET": 1, "LEARNING_RATE": 6, "VAL_FRACTION": 2}
@@ -260,12 +260,14 @@ class FinetuneDialog(QDialog):
         box = QGroupBox("Layers (bound to the model's inputs as in Segment rasters)", parent)
         form = QFormLayout(box)
         self.optical = self._raster_combo("OPTICAL")
+        self.optical_type = self._enum_combo("OPTICAL_TYPE")
         self.elevation = self._raster_combo("ELEVATION")
         self.elevation_type = self._enum_combo("ELEVATION_TYPE")
         self.dtm = self._raster_combo("DTM")
         self.sar = self._raster_combo("SAR")
         self.nir = self._raster_combo("NIR")
-        for label, widget in (("Optical", self.optical), ("Elevation", self.elevation),
+        for label, widget in (("Optical", self.optical), ("Optical type", self.optical_type),
+                              ("Elevation", self.elevation),
                               ("Elevation type", self.elevation_type), ("DTM", self.dtm), ("SAR", self.sar),
                               ("NIR", self.nir)):
             form.addRow(label, widget)
@@ -454,6 +456,7 @@ class FinetuneDialog(QDialog):
         """The ``modalseg:finetune`` parameters the widgets describe (the model as its file, never an index)."""
         params: Dict[str, Any] = {
             "OPTICAL": self._layer_value(self.optical.currentLayer()),
+            "OPTICAL_TYPE": self.optical_type.currentIndex(),
             "ELEVATION": self._layer_value(self.elevation.currentLayer()),
             "ELEVATION_TYPE": self.elevation_type.currentIndex(),
             "DTM": self._layer_value(self.dtm.currentLayer()),

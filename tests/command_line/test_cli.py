@@ -118,3 +118,15 @@ def test_output_grid_options_reach_the_engine_and_bad_values_are_refused(tmp_pat
     assert main(["segment", "--optical", houses["rgb"], "-o", str(tmp_path / "x.tif"), "--output-crs", "EPSG:99"]) == 1
     assert "--output-crs 'EPSG:99' is not a CRS GDAL knows" in capsys.readouterr().err
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_optical_type_reaches_the_binding(tmp_path, shared_data, capsys):
+    """A false-colour infrared orthophoto declared on the command line is read as NIR, red, green."""
+    irc = shared_data / "point_clouds" / "bdortho_pacasam_792000_6272000_left_irc_north.tif"
+    assert main(["segment", "--optical", str(irc), "--optical-type", "irc", "-o", str(tmp_path / "classes.tif"),
+                 "--threads", "1"]) == 0
+    log = capsys.readouterr()
+    text = log.out + log.err
+    assert "is false-colour infrared (bands 1,2,3 as near-infrared, red, green)" in text, text
+    assert "bands 2,3 as red, green; blue estimated as a copy of green" in text, text
+    assert "{rgb,irc}" in " ".join(_cli("segment", "--help").stdout.split())
