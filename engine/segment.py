@@ -121,7 +121,7 @@ def run_segmentation(sources: Sequence[Source], package: ModelPackage, grid_requ
     far_off = pixel_size_warning(grid.gsd_metres(), meta)
     if far_off:
         warn(far_off)
-    report_held_out_accuracy(meta, used, log, warn)
+    report_held_out_accuracy(meta, used, log, warn, false_colour=any(s.estimate_blue for s in sources))
     if not grid.has_crs:
         warn("no input layer has a coordinate reference system: the run uses the layers' own coordinates "
              "(pixel sizes taken as metres) and the outputs have no CRS either")

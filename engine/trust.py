@@ -34,19 +34,29 @@ def _subset_name(used: Sequence[str]) -> str:
 
 
 def report_held_out_accuracy(meta: PackageMetadata, used: Sequence[str], log: Callable[[str], None],
-                             warn: Callable[[str], None]) -> Optional[float]:
+                             warn: Callable[[str], None], false_colour: bool = False) -> Optional[float]:
     """Log the held-out mIoU of the modality subset ``used`` (package order); warn when it is low.
+    With ``false_colour`` (the optical layer is a false-colour infrared image) the figure is the one
+    measured from such an image (``metrics.false_colour``, ``benchmarks/false_colour``), when stated.
     Returns the figure (percent), or None when the package states none for this subset."""
-    subsets = (meta.metrics.get("held_out") or {}).get("subsets", {})
-    figure = subsets.get("+".join(used)) or {}
-    miou = figure.get("miou")
     what = _subset_name(used)
+    stated = (meta.metrics.get("false_colour") or {}).get("subsets", {}) if false_colour else {}
+    if false_colour and "+".join(used) in stated:
+        figure, source = stated["+".join(used)], "from a false-colour infrared image of a whole held-out area"
+        what = f"{what} (false-colour optical)"
+    else:
+        if false_colour:
+            log(f"model '{meta.name}' states no held-out accuracy for a false-colour infrared optical layer: the "
+                "figure below was measured on true-colour images, and a false-colour one scores less")
+        figure = ((meta.metrics.get("held_out") or {}).get("subsets", {})).get("+".join(used)) or {}
+        source = "of whole held-out areas"
+    miou = figure.get("miou")
     if miou is None:
         log(f"model '{meta.name}' states no held-out accuracy for {what} input; its figures on areas it was "
             "trained near (model card) overstate what to expect elsewhere")
         return None
     log(f"held-out accuracy of model '{meta.name}' with {what} input: mIoU {miou:.1f} % on "
-        f"{figure.get('pixels', 0):,} labelled pixels of whole held-out areas (how they were chosen, and what "
+        f"{figure.get('pixels', 0):,} labelled pixels {source} (how they were chosen, and what "
         "the model saw of them: the model card)")
     if miou < LOW_HELD_OUT_MIOU:
         warn(f"{what} accuracy of this model is low ({miou:.1f} % mIoU on held-out areas); {FINETUNE_HINT}")

@@ -82,6 +82,16 @@ def few_labels_table(few: Dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def false_colour_table(false_colour: Dict[str, Any]) -> str:
+    """mIoU per optical subset: the RGB image, the IRC image fed as RGB, the IRC image declared."""
+    rows = ["| subset | true-colour image | false-colour image given as true colour | false-colour image declared |",
+            "|---|---|---|---|"]
+    for subset, f in false_colour["subsets"].items():
+        rows.append(f"| {subset} | {_one(false_colour['true_colour'].get(subset))} | "
+                    f"{_one(false_colour['undeclared'].get(subset))} | **{_one(f['miou'])}** |")
+    return "\n".join(rows)
+
+
 def own_weights_line(held_out: Dict[str, Any]) -> str:
     """Figures measured on several runs of the recipe (``models.held_out --twin`` or ``--seed-run``):
     the shipped weights' own beside them."""
@@ -133,6 +143,14 @@ Protocol: {m['held_out']['protocol'].rstrip('.')}.
 {held_out_table(m['held_out'], meta['classes'])}
 {own_weights_line(m['held_out'])}
 `segment` logs the figure of the modality subset in use and warns when its mIoU is below {LOW_MIOU:.0f}.
+""")
+    if m.get("false_colour"):
+        parts.append(f"""## False-colour infrared orthophotos (mIoU %, `benchmarks/false_colour.py`)
+Protocol: {m['false_colour']['protocol'].rstrip('.')}.
+
+{false_colour_table(m['false_colour'])}
+
+Declare a false-colour image with *Optical image type*; `segment` then logs the declared figure.
 """)
     if m.get("benchmarks"):
         parts.append(benchmark_sections(m["benchmarks"]))

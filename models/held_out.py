@@ -99,26 +99,33 @@ def area_subsets(package: ModelPackage, area: HeldOutArea) -> List[Tuple[str, ..
     return [s for s in modality_subsets(meta.modality_names) if set(s) <= can]
 
 
-def area_layers(package: ModelPackage, area: HeldOutArea, subset: Sequence[str]) -> Dict[str, LayerInput]:
-    """The layers (by role, as ``segment`` takes them) that give ``area``'s rasters for the modalities of ``subset``."""
+def area_layers(package: ModelPackage, area: HeldOutArea, subset: Sequence[str],
+                optical: Tuple[str, str] = ("rgb", "rgb")) -> Dict[str, LayerInput]:
+    """The layers (by role, as ``segment`` takes them) that give ``area``'s rasters for the modalities of
+    ``subset``; ``optical``: the area's raster for the optical modality and the optical type it is given
+    as (``("irc", "irc")``: its false-colour image, declared; ``benchmarks/false_colour``)."""
     layers: Dict[str, LayerInput] = {}
     for spec in package.metadata.modalities:
         if spec.name in subset:
             key, bands = LAYER_OF_KIND[spec.kind]
+            if spec.kind == "optical":
+                key, optical_type = optical
+                layers["optical"] = LayerInput(str(area.rasters[key]), bands, optical_type=optical_type)
+                continue
             layers[role_of_kind(spec.kind)] = LayerInput(str(area.rasters[key]), bands,
                                                          spec.kind if spec.kind in ("dsm", "ndsm") else "auto")
     return layers
 
 
 def segment_area(package: ModelPackage, area: HeldOutArea, subset: Sequence[str], folder: Path,
-                 threads: int = 1) -> np.ndarray:
+                 threads: int = 1, optical: Tuple[str, str] = ("rgb", "rgb")) -> np.ndarray:
     """The class map ``segment`` makes of ``area`` from the modalities of ``subset`` (on the label's grid)."""
     from osgeo import gdal
 
     from ..engine.outputs import OutputPaths
     from ..engine.segment import RunOptions, run_segmentation
 
-    sources, _ = bind_modalities(package.metadata, area_layers(package, area, subset))
+    sources, _ = bind_modalities(package.metadata, area_layers(package, area, subset, optical))
     out = folder / f"{area.name}-{'+'.join(subset)}.tif"
     run_segmentation(sources, package, GridRequest(), OutputPaths(str(out)), RunOptions(threads=threads))
     classes = gdal.Open(str(out)).ReadAsArray()

@@ -99,12 +99,12 @@ def test_the_map_is_the_one_of_red_green_and_green_as_blue(irc, tmp_path):
 
 def test_declared_false_colour_beats_nir_read_as_red_on_the_held_out_orthophoto(shared_data, tmp_path):
     """The BD ORTHO area has an RGB and an IRC image of the same ground (benchmarks/false_colour)."""
-    from benchmarks.false_colour import area_miou, layers_for
+    from benchmarks.false_colour import WAYS, area_figures
     from modalseg.models.held_out import OPTICAL_GROUP, held_out_areas
 
     package = load_package(REPO_ROOT / "resources" / "models" / "modalseg-optical-urban")
     area = next(a for a in held_out_areas(package.metadata.classes, cache=tmp_path / "cache", log=lambda t: None)
                 if a.group == OPTICAL_GROUP)
-    scores = {way: area_miou(package, area, layers_for(way, area, ("optical",)), tmp_path)
+    scores = {way: area_figures(package, area, ("optical",), WAYS[way], tmp_path)["miou"]
               for way in ("IRC as true colour", "IRC declared")}
     assert scores["IRC declared"] >= scores["IRC as true colour"] + 10, scores

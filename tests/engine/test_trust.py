@@ -109,3 +109,34 @@ def test_one_class_over_a_flat_input_is_not_degenerate(constant, houses, tmp_pat
     _, report = run(constant, {"elevation": LayerInput(str(flat), elevation_type="ndsm")}, tmp_path)
     assert report.class_counts[2] == sum(report.class_counts.values())  # one class everywhere ...
     assert not [w for w in report.warnings if "degenerate" in w]  # ... over an input with no texture
+
+
+FALSE_COLOUR = {"protocol": "test figures", "subsets": {
+    "optical": {"miou": 42.8, "per_class": {"1": 70.0, "2": 15.6}, "pixels": 31250}},
+    "true_colour": {"optical": 61.6}, "undeclared": {"optical": 24.5}}
+
+
+def _irc(shared_data):
+    return LayerInput(str(shared_data / "point_clouds" / "bdortho_pacasam_792000_6272000_left_irc_north.tif"),
+                      optical_type="irc")
+
+
+def test_a_declared_false_colour_layer_gets_the_false_colour_figure(stamped, shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stamped-irc") / stamped.folder.name
+    shutil.copytree(stamped.folder, folder)
+    store_metrics(load_package(folder), {"false_colour": FALSE_COLOUR})
+    package = load_package(folder)
+    assert "| optical | 61.6 | 24.5 | **42.8** |" in (folder / "README.md").read_text(encoding="utf-8")
+    lines, _ = run(package, {"optical": _irc(shared_data)}, tmp_path_factory.mktemp("run"))
+    assert any("held-out accuracy of model 'modalseg-sgma-urban' with optical-only (false-colour optical) input: mIoU "
+               "42.8 % on 31,250 labelled pixels from a false-colour infrared image of a whole held-out area" in line
+               for line in lines), lines
+    assert (WARNING_PREFIX + "optical-only (false-colour optical) accuracy of this model is low (42.8 % mIoU on "
+            "held-out areas); " + HINT) in lines
+
+
+def test_without_a_false_colour_figure_the_true_colour_one_is_said_to_overstate(stamped, shared_data, tmp_path):
+    lines, _ = run(stamped, {"optical": _irc(shared_data)}, tmp_path)
+    assert ("model 'modalseg-sgma-urban' states no held-out accuracy for a false-colour infrared optical layer: the "
+            "figure below was measured on true-colour images, and a false-colour one scores less") in lines
+    assert any("with optical-only input: mIoU 26.6 %" in line for line in lines), lines
