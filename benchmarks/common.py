@@ -73,6 +73,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# CPU flags of the instructions int8 convolutions gain from (x86 VNNI and AMX, ARM dot product)
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+
+
+def cpu_description() -> str:
+    """'<model name>, <cores> cores, int8 instructions: ...' from /proc/cpuinfo (Linux; elsewhere the
+    platform's processor name): int8 speed-ups depend on them, so figures carry the machine."""
+    import platform
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags.update(value.split())
+    except OSError:
+        pass
+    found = [flag for flag in INT8_FLAGS if flag in flags]
+    widest = next((label for flag, label in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("asimd", "NEON"))
+                   if flag in flags), "unknown")
+    return (f"{name}, {os.cpu_count()} cores, widest SIMD {widest}, int8 dot-product instructions: "
+            f"{', '.join(found) or 'none'}")
+
+
 def _pattern(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = np.zeros((rows.size, cols.size), np.float32)

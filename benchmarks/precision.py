@@ -36,7 +36,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
-from .common import REPO_ROOT, expose_plugin_package, make_scene, peak_rss_mb, shared_data_folder
+from .common import REPO_ROOT, cpu_description, expose_plugin_package, make_scene, peak_rss_mb, \
+    shared_data_folder
 
 BUNDLED = REPO_ROOT / "resources" / "models"
 TILE_COUNT = 16
@@ -191,8 +192,8 @@ def main(argv: List[str] = None) -> None:
     overhead_scene = make_scene(args.work, 2048)
     out = args.work / "precision_out"
     out.mkdir(exist_ok=True)
-    print(f"{args.threads} threads; load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} on "
-          f"{os.cpu_count()} cores at the start")
+    print(f"{cpu_description()}; {args.threads} threads; load average "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the start")
     summary = []
     for onnx_path, meta in list_packages(args.models):
         kinds = {m.kind for m in meta.modalities}
