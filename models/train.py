@@ -73,6 +73,8 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
             continue
         if entry.get("format") == "point_cloud":  # an orthophoto labelled from its LiDAR cloud
             stacks = [point_cloud_stack(entry, root, cfg)]
+        elif entry.get("format") == "synthetic":  # procedural scenes (models/data/synthetic.py), written once
+            stacks = find_lidar_stacks(synthetic_folder(entry), sources)
         else:
             stacks = find_lidar_stacks(_resolve(entry["path"], root), sources)
             stacks = [s for s in stacks if not any(x in s.name for x in entry.get("exclude", []))
@@ -94,6 +96,24 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
                 val.append(b)
                 groups.append(group)
     return train, val, weights, groups
+
+
+def synthetic_folder(entry: Dict[str, Any]) -> Path:
+    """The folder of a ``"format": "synthetic"`` entry: ``count`` scenes of ``size`` px at ``gsd`` m
+    (``models.data.synthetic``, seeds ``seed``, ``seed + 1``...), written as LiDAR HD-named GeoTIFFs
+    under build/cache on first use; the same entry always gives the same scenes."""
+    from .data.synthetic import synthetic_scene, write_scene
+
+    count, size, seed = int(entry.get("count", 16)), int(entry.get("size", 256)), int(entry.get("seed", 0))
+    gsd = float(entry.get("gsd", 0.5))
+    folder = PLUGIN_ROOT / "build" / "cache" / "synthetic_stacks" / f"n{count}_s{size}_g{gsd:g}_seed{seed}"
+    done = folder / "complete"
+    if not done.exists():
+        for i in range(count):
+            write_scene(folder, synthetic_scene(size, seed + i, gsd), f"synthetic_{seed + i:04d}", gsd,
+                        origin=(500000.0 + i * size * gsd, 6600000.0))
+        done.write_text("written\n")
+    return folder
 
 
 def point_cloud_stack(entry: Dict[str, Any], root: Path, cfg: Dict[str, Any]):

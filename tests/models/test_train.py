@@ -187,3 +187,28 @@ def test_an_orthophoto_trains_with_labels_rasterised_from_its_point_cloud(shared
     entry["ortho"] = "point_clouds/bdortho_pacasam_792000_6272000_left_rgb_north.tif"
     with pytest.raises(ValueError, match="held-out optical area"):
         build_areas(cfg)
+
+
+def test_synthetic_scenes_train_whole_beside_real_tiles_and_are_the_same_every_time(shared_data):
+    """``"format": "synthetic"``: procedural scenes written once under build/cache, trained whole
+    (``val_fraction`` 0) with the entry's share of the chips; the real tiles keep their strips."""
+    from osgeo import gdal
+
+    from modalseg.models.train import build_areas, synthetic_folder
+
+    entry = {"format": "synthetic", "count": 3, "size": 128, "seed": 7, "group": "synthetic", "weight": 0.25,
+             "val_fraction": 0.0}
+    cfg = {"modalities": [{"name": "ndsm", "source": "ndsm", "bands": 1}],
+           "data": {"root": str(shared_data), "val_fraction": 0.2, "folders": [
+               {"path": "lidarhd_elevation", "include": ["decim_"], "group": "towns", "weight": 0.75}, entry]}}
+    train, val, weights, groups = build_areas(cfg)
+    synthetic = [(a, w) for a, w in zip(train, weights) if a.stack.name.startswith("synthetic_")]
+    assert sorted(a.stack.name for a, _ in synthetic) == ["synthetic_0007", "synthetic_0008", "synthetic_0009"]
+    assert all(a.window == (0, 0, 128, 128) and set(a.stack.files) == {"ndsm"} for a, _ in synthetic)
+    assert sum(w for _, w in synthetic) == pytest.approx(0.25)
+    assert "synthetic" not in groups and len(val) == 2  # the two decim_ strips validate, nothing synthetic
+    found = set().union(*(np.unique(gdal.Open(str(a.stack.label)).ReadAsArray()).tolist() for a, _ in synthetic))
+    assert {1, 2, 3, 4} <= found  # ground, buildings, low vegetation and trees
+    labels = gdal.Open(str(synthetic[0][0].stack.label)).ReadAsArray()
+    again = synthetic_folder(entry) / "synthetic_0007_label.tif"
+    np.testing.assert_array_equal(gdal.Open(str(again)).ReadAsArray(), labels)
