@@ -9,6 +9,10 @@ goes in, and the inner network sees per pixel
 * local roughness, the standard deviation of h over 3 x 3 and 9 x 9 pixels (1.5 m and 4.5 m at
   0.5 m GSD): tree crowns are rough, roofs and ground smooth;
 * slope magnitude (Sobel, per pixel, in metres per pixel).
+``elevation_v2`` measures roughness against the local plane instead: the root mean square, over
+k x k pixels, of h minus its own k x k mean, which is zero on any plane (pitched roofs, slopes) and
+large on tree crowns; the standard deviation of v1 also grows with the pitch of a roof, which made
+houses with pitched roofs look like trees (training/README.md, elevation-only ablations).
 
 Everything is a fixed conv / pool / pointwise op, exported with the graph (ONNX parity holds),
 so the same maths runs at training, in the ONNX package and in the torch runtime. Rebuild with
@@ -25,17 +29,34 @@ from torch import Tensor, nn
 from .networks._base import TrainingBatch
 from .nn.losses import LossSettings
 
-FEATURES = {"elevation_v1": 5}
+def _window_std(h: Tensor, k: int) -> Tensor:
+    """Standard deviation of h over k x k pixels (windows clipped at the borders)."""
+    mean = F.avg_pool2d(h, k, 1, k // 2, count_include_pad=False)
+    sq = F.avg_pool2d(h * h, k, 1, k // 2, count_include_pad=False)
+    return torch.sqrt(F.relu(sq - mean * mean) + 1e-6)
 
 
-def elevation_features(h: Tensor) -> Tensor:
-    """B x 1 x H x W heights in metres -> B x 5 x H x W features (see module docstring)."""
+def _plane_roughness(h: Tensor, k: int) -> Tensor:
+    """Root mean square over k x k pixels of h minus its k x k mean: a symmetric window's mean of a
+    plane is the plane's value at the centre, so planes of any slope give 0 (differences are taken
+    before squaring, so metres of height lose no precision in float32)."""
+    def window_mean(x: Tensor) -> Tensor:
+        return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, 1)
+
+    residual = h - window_mean(h)
+    return torch.sqrt(window_mean(residual * residual) + 1e-6)
+
+
+_ROUGHNESS = {"elevation_v1": _window_std, "elevation_v2": _plane_roughness}
+FEATURES = {name: 5 for name in _ROUGHNESS}
+
+
+def elevation_features(h: Tensor, kind: str = "elevation_v1") -> Tensor:
+    """B x 1 x H x W heights in metres -> B x 5 x H x W features of ``kind`` (see module docstring)."""
     h = F.relu(h)
     feats = [torch.log1p(h), torch.clamp(h / 10.0, max=6.0)]
     for k in (3, 9):
-        mean = F.avg_pool2d(h, k, 1, k // 2, count_include_pad=False)
-        sq = F.avg_pool2d(h * h, k, 1, k // 2, count_include_pad=False)
-        feats.append(torch.log1p(torch.sqrt(F.relu(sq - mean * mean) + 1e-6)))
+        feats.append(torch.log1p(_ROUGHNESS[kind](h, k)))
     kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=h.device) / 8.0
     weight = torch.stack([kx, kx.t()])[:, None]
     g = F.conv2d(F.pad(h, (1, 1, 1, 1), mode="replicate"), weight)
@@ -67,7 +88,7 @@ class DerivedInputs(nn.Module):
         self.encoder_modules = tuple(f"inner.{name}" for name in self.inner.encoder_modules)
 
     def _expand(self, inputs: Mapping[str, Tensor]) -> Dict[str, Tensor]:
-        return {m: elevation_features(x) if m in self.derive else x for m, x in inputs.items()}
+        return {m: elevation_features(x, self.derive[m]) if m in self.derive else x for m, x in inputs.items()}
 
     def forward(self, inputs: Mapping[str, Tensor], present: Tensor) -> Dict[str, Tensor]:
         return self.inner(self._expand(inputs), present)

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from modalseg.engine.package import load_package
@@ -26,9 +27,25 @@ def test_elevation_features_by_hand():
     np.testing.assert_allclose(neg[:2], 0.0, atol=1e-7)
 
 
-def test_derived_network_exports_with_parity(tmp_path):
+def test_plane_roughness_of_elevation_v2_is_zero_on_any_plane_and_not_on_crowns():
+    """v2's roughness (h minus its window mean, RMS over the window) ignores the pitch of a roof,
+    which v1's standard deviation reads as roughness; the other three features are v1's."""
+    plane = (torch.arange(32.0).repeat(32, 1) * 0.7 + torch.arange(32.0)[:, None] * 0.3 + 20.0)[None, None]
+    v1, v2 = elevation_features(plane)[0], elevation_features(plane, "elevation_v2")[0]
+    np.testing.assert_allclose(v2[2, 2:-2, 2:-2], math.log1p(1e-3), atol=1e-5)  # 3 x 3, away from the edges
+    np.testing.assert_allclose(v2[3, 8:-8, 8:-8], math.log1p(1e-3), atol=1e-5)  # 9 x 9
+    assert float(v1[2, 16, 16]) > 0.4  # v1: a pitched plane is rough
+    np.testing.assert_array_equal(v1[[0, 1, 4]], v2[[0, 1, 4]])
     torch.manual_seed(0)
-    net = DerivedInputs({"inner_architecture": "sgma", "derive": {"ndsm": "elevation_v1"},
+    crown = 10.0 + 0.5 * torch.rand(1, 1, 32, 32)  # +-0.25 m of leaves
+    rough = elevation_features(crown, "elevation_v2")[0, 2, 2:-2, 2:-2]
+    assert 0.08 < float(rough.mean()) < 0.2
+
+
+@pytest.mark.parametrize("kind", ["elevation_v1", "elevation_v2"])
+def test_derived_network_exports_with_parity(tmp_path, kind):
+    torch.manual_seed(0)
+    net = DerivedInputs({"inner_architecture": "sgma", "derive": {"ndsm": kind},
                          "inner_config": {"backbone_widths": [8, 8, 16, 16], "head_dim": 16},
                          "modalities": {"optical": 3, "ndsm": 1}, "num_classes": 6}).eval()
     assert net.in_channels == {"optical": 3, "ndsm": 1} and net.inner.in_channels["ndsm"] == 5
