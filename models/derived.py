@@ -11,8 +11,8 @@ goes in, and the inner network sees per pixel
 * slope magnitude (Sobel, per pixel, in metres per pixel).
 ``elevation_v2`` measures roughness against the local plane instead: the root mean square, over
 k x k pixels, of h minus its own k x k mean, which is zero on any plane (pitched roofs, slopes) and
-large on tree crowns; the standard deviation of v1 also grows with the pitch of a roof, which made
-houses with pitched roofs look like trees (training/README.md, elevation-only ablations).
+large on tree crowns, where v1's standard deviation also grows with a roof's pitch (used by an
+ablation recipe only: training/README.md, elevation-only ablations).
 
 Everything is a fixed conv / pool / pointwise op, exported with the graph (ONNX parity holds),
 so the same maths runs at training, in the ONNX package and in the torch runtime. Rebuild with

@@ -61,7 +61,7 @@ def build_areas(cfg: Dict[str, Any]) -> Tuple[List[Area], List[Area], List[float
     sources = sorted({m["source"] for m in cfg["modalities"]} | ({DSM_KEY} if data.get("estimated_ground") else set()))
     train, val, weights, groups = [], [], [], []
     for entry in data["folders"]:
-        group = entry.get("group") or entry.get("path") or entry["ortho"]
+        group = entry.get("group") or entry.get("path") or entry.get("ortho") or entry["format"]
         if entry.get("format") == "ombria":  # chips, not tiles: validation = a seeded share of chips
             from .data.ombria import find_ombria_chips, validation_split
             a_list, b_list = validation_split(find_ombria_chips(_resolve(entry["path"], root), sources),

@@ -212,3 +212,7 @@ def test_synthetic_scenes_train_whole_beside_real_tiles_and_are_the_same_every_t
     labels = gdal.Open(str(synthetic[0][0].stack.label)).ReadAsArray()
     again = synthetic_folder(entry) / "synthetic_0007_label.tif"
     np.testing.assert_array_equal(gdal.Open(str(again)).ReadAsArray(), labels)
+    entry.pop("group")  # an entry without a group (it has no path either) groups under its format
+    cfg["data"]["folders"] = [dict(entry, val_fraction=0.5)]
+    _, val, _, groups = build_areas(cfg)
+    assert groups == ["synthetic"] * 3 and len(val) == 3
