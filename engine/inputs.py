@@ -93,7 +93,7 @@ def layer_statistics(readers: Dict[str, SourceReader], meta: PackageMetadata) ->
 
 def pixel_size_in_range(gsd: float, meta: PackageMetadata) -> float:
     """The pixel size nearest ``gsd`` (metres) within the package's GSD range."""
-    return min(max(gsd, meta.gsd.min), meta.gsd.max)
+    return meta.gsd.nearest(gsd)
 
 
 def outside_range_text(gsd: float, meta: PackageMetadata) -> str:

@@ -104,6 +104,10 @@ class GsdRange:
     min: float
     max: float
 
+    def nearest(self, gsd: float) -> float:
+        """The pixel size nearest ``gsd`` (metres) within the range."""
+        return min(max(gsd, self.min), self.max)
+
 
 @dataclass(frozen=True)
 class PackageMetadata:

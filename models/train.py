@@ -27,7 +27,8 @@ import numpy as np
 from ..engine.metrics import SubsetEvaluator, modality_subsets
 from ..engine.normalize import normalize, own_statistics
 from ..engine.vocabulary import DEFAULT_GROUND_WINDOW_M
-from .data.chips import IGNORE, Area, ChipSampler, as_normalization, split_area
+from ..engine.package import GsdRange
+from .data.chips import IGNORE, Area, ChipSampler, as_normalization, resample, resample_label, split_area
 from .data.estimated_ground import DSM_KEY, EstimatedGroundCache
 from .data.rasters import find_lidar_stacks
 from .data.holdout import is_held_out, is_held_out_optical
@@ -219,13 +220,18 @@ def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[
     for i, v in enumerate(values):
         lut[v] = i
     evaluators: Dict[str, SubsetEvaluator] = {}
+    gsd = cfg.get("package", {}).get("gsd")
+    gsd_range = GsdRange(float(gsd["native"]), float(gsd["min"]), float(gsd["max"])) if gsd else None
     for area, group in zip(areas, groups):
         x0, y0, x1, y1 = area.window
         label = lut[area.stack.read_label(x0, y0, x1 - x0, y1 - y0)]
+        # the network sees the area on the grid segment would run it on (inside the package's range)
+        scale = area.stack.gsd / gsd_range.nearest(area.stack.gsd) if gsd_range else 1.0
+        grid = (max(1, round(label.shape[0] * scale)), max(1, round(label.shape[1] * scale)))
         raw = {}
         for m in cfg["modalities"]:
             if m["source"] in area.stack.files:
-                d, ok = area.stack.read(m["source"], x0, y0, x1 - x0, y1 - y0)
+                d, ok = resample(*area.stack.read(m["source"], x0, y0, x1 - x0, y1 - y0), grid)
                 spec = norms[m["name"]]  # an area is a whole layer: percentiles of its own
                 raw[m["name"]] = normalize(d, ok, spec, own_statistics(d, ok, spec))
         have = [m for m in mods if m in raw]
@@ -235,8 +241,8 @@ def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[
                                                           int(cfg.get("min_support", MIN_SUPPORT))))
         chosen = modality_subsets(have) if subsets == "all" else [tuple(have)]
         for subset in chosen:
-            feed = {m: raw[m] if m in subset else np.zeros((bands[m],) + label.shape, np.float32) for m in mods}
-            pred = predictor(feed, [1.0 if m in subset else 0.0 for m in mods])
+            feed = {m: raw[m] if m in subset else np.zeros((bands[m],) + grid, np.float32) for m in mods}
+            pred = resample_label(predictor(feed, [1.0 if m in subset else 0.0 for m in mods]), label.shape)
             ev.update(subset, label, pred, ignore_index=IGNORE)
     out = {}
     for group, ev in evaluators.items():
@@ -311,7 +317,8 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
                           if data.get("estimated_ground") else None),
         estimated_share=float((data.get("estimated_ground") or {}).get("share", 0.0)),
         strong_photometric=data.get("photometric") == "strong",
-        false_colour_share=float(data.get("false_colour_share", 0.0)))
+        false_colour_share=float(data.get("false_colour_share", 0.0)),
+        upsample=bool(data.get("upsample", False)))
     net = build_net(cfg)
     params = sum(p.numel() for p in net.parameters())
     log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "

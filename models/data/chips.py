@@ -61,25 +61,28 @@ def split_area(stack: RasterStack, val_fraction: float, side: str = "right") -> 
     return Area(stack, train), Area(stack, val)
 
 
-def resample(x: np.ndarray, valid: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """C x h x w (square window) -> C x size x size, bilinear; box prefilter when shrinking.
+def resample(x: np.ndarray, valid: np.ndarray, size: Union[int, Tuple[int, int]]) -> Tuple[np.ndarray, np.ndarray]:
+    """C x h x w -> C x size x size (or C x rows x cols), bilinear; box prefilter when shrinking.
 
     The prefilter mimics what GDAL's warper does when the engine reads a finer raster onto a
     coarser grid, so train and inference see the same smoothing. Nodata stays a mask.
     """
-    src = x.shape[-1]
-    if src == size:
+    rows, cols = (size, size) if isinstance(size, int) else size
+    if x.shape[-2:] == (rows, cols):
         return x, valid
-    factor = src / size
+    fy, fx = x.shape[-2] / rows, x.shape[-1] / cols
     v = valid.astype(np.float32)
     filled = np.where(valid[None], x, 0.0).astype(np.float32)
-    if factor > 1.0:
-        k = int(round(factor))
-        filled = ndimage.uniform_filter(filled, size=(1, k, k), mode="nearest")
+    shift = [0.0, 0.0]
+    if max(fy, fx) > 1.0:
+        k = (max(1, int(round(fy))), max(1, int(round(fx))))
+        filled = ndimage.uniform_filter(filled, size=(1,) + k, mode="nearest")
         v = ndimage.uniform_filter(v, size=k, mode="nearest")
+        # an even box of scipy ends at its pixel: its mean is centred half a pixel before it
+        shift = [0.5 if side % 2 == 0 else 0.0 for side in k]
     # pixel-centre mapping: output centre i <-> input coordinate (i + 0.5) * factor - 0.5
-    c = (np.arange(size) + 0.5) * factor - 0.5
-    yy, xx = np.meshgrid(c, c, indexing="ij")
+    yy, xx = np.meshgrid((np.arange(rows) + 0.5) * fy - 0.5 + shift[0], (np.arange(cols) + 0.5) * fx - 0.5 + shift[1],
+                         indexing="ij")
     out = np.stack([ndimage.map_coordinates(b, [yy, xx], order=1, mode="nearest") for b in filled])
     vo = ndimage.map_coordinates(v, [yy, xx], order=1, mode="nearest")
     ok = vo > 0.5
@@ -87,13 +90,14 @@ def resample(x: np.ndarray, valid: np.ndarray, size: int) -> Tuple[np.ndarray, n
     return out, ok
 
 
-def resample_label(label: np.ndarray, size: int) -> np.ndarray:
-    """Nearest neighbour (class values must not be blended)."""
-    src = label.shape[-1]
-    if src == size:
+def resample_label(label: np.ndarray, size: Union[int, Tuple[int, int]]) -> np.ndarray:
+    """Nearest neighbour (class values must not be blended); ``size``: side or (rows, cols)."""
+    rows, cols = (size, size) if isinstance(size, int) else size
+    if label.shape[-2:] == (rows, cols):
         return label
-    idx = np.minimum(((np.arange(size) + 0.5) * src / size).astype(int), src - 1)
-    return label[np.ix_(idx, idx)]
+    iy = np.minimum(((np.arange(rows) + 0.5) * label.shape[-2] / rows).astype(int), label.shape[-2] - 1)
+    ix = np.minimum(((np.arange(cols) + 0.5) * label.shape[-1] / cols).astype(int), label.shape[-1] - 1)
+    return label[np.ix_(iy, ix)]
 
 
 class ChipSampler:
@@ -113,7 +117,8 @@ class ChipSampler:
                  height_modalities: Sequence[str] = ("ndsm",), display_modalities: Sequence[str] = (),
                  display_gamma: Tuple[float, float] = (0.5, 2.0),
                  estimated_ground: Optional[EstimatedGroundCache] = None, estimated_share: float = 0.0,
-                 strong_photometric: bool = False, false_colour_share: float = 0.0) -> None:
+                 strong_photometric: bool = False, false_colour_share: float = 0.0,
+                 upsample: bool = False) -> None:
         self.areas = list(areas)
         self.modalities = list(modalities)
         self.bands = dict(bands)
@@ -121,6 +126,9 @@ class ChipSampler:
         self.norms = {n: as_normalization(v, self.bands[n]) for n, v in norms.items()}
         self.chip = chip
         self.gsd_range = gsd_range
+        # chips may be drawn finer than their data (upsampled), as the engine reads a coarse layer
+        # for a package whose GSD range starts above the layer's pixel size
+        self.upsample = upsample
         self.augment_geometry = augment_geometry
         self.augment_optical = set(augment_optical)
         self.drop_prob = drop_prob
@@ -188,9 +196,9 @@ class ChipSampler:
         native = area.stack.gsd
         if gsd is None and self.gsd_range is not None:
             lo, hi = self.gsd_range
-            # log-uniform: as many halvings as doublings; never finer than the data itself
+            # log-uniform: as many halvings as doublings; never finer than the data unless upsampling
             gsd = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-        gsd = max(gsd or native, native)
+        gsd = (gsd or native) if self.upsample else max(gsd or native, native)
         src = max(8, int(round(self.chip * gsd / native)))
         xs, ys = self._window(area, src, rng)
         lab, _ = self._read(area, "label", xs, ys, src)

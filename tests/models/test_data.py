@@ -114,6 +114,25 @@ def test_resampling():
     np.testing.assert_allclose(v[0][okv], 5.0, atol=1e-5)
     lab = np.array([[1, 2], [3, 4]], np.uint8)
     np.testing.assert_array_equal(resample_label(lab, 4), np.kron(lab, np.ones((2, 2), np.uint8)))
+    # rectangular areas (validation strips): rows and columns scale apart
+    ramp = np.tile(np.arange(8, dtype=np.float32), (4, 1))[None]
+    half, ok_half = resample(ramp, np.ones((4, 8), bool), (2, 4))
+    assert half.shape == (1, 2, 4) and ok_half.all()
+    np.testing.assert_allclose(half[0, 0], [0.5, 2.5, 4.5, 6.5], atol=1e-5)  # box means of column pairs
+    np.testing.assert_array_equal(resample_label(lab, (2, 4)), np.repeat(lab, 2, axis=1))
+
+
+def test_chips_are_upsampled_only_when_asked(stack):
+    """A fixed-GSD recipe draws 0.25 m chips of 0.5 m data (as segment enlarges a coarse layer for a
+    package whose range starts above it); by default chips are never finer than the data."""
+    st, _ = stack
+    kwargs = dict(chip=32, gsd_range=(0.25, 0.25), augment_geometry=False, min_labelled=0.0)
+    args = ([Area(st, (0, 8, 96, 96))], ["ndsm"], {"ndsm": 1}, {"ndsm": "ndsm"}, {"ndsm": NDSM}, [1, 2, 3, 4, 5, 6])
+    up = ChipSampler(*args, upsample=True, **kwargs).sample(np.random.default_rng(3))
+    assert up["gsd"] == pytest.approx(0.25)
+    np.testing.assert_array_equal(up["label"][::2, ::2], up["label"][1::2, 1::2])  # 2 x 2 blocks
+    native = ChipSampler(*args, **kwargs).sample(np.random.default_rng(3))
+    assert native["gsd"] == pytest.approx(0.5)
 
 
 def test_gsd_drawn_per_sample(stack):

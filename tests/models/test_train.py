@@ -216,3 +216,29 @@ def test_synthetic_scenes_train_whole_beside_real_tiles_and_are_the_same_every_t
     cfg["data"]["folders"] = [dict(entry, val_fraction=0.5)]
     _, val, _, groups = build_areas(cfg)
     assert groups == ["synthetic"] * 3 and len(val) == 3
+
+
+def test_validation_runs_on_the_grid_segment_would_use(tmp_path):
+    """A package trained at one pixel size (gsd min = max = 1 m) is validated on 0.5 m stacks resampled
+    to 1 m, as segment runs it, and its prediction is scored back on the label grid."""
+    cfg = _config(tmp_path, 2)
+    train_areas, val_areas, _, groups = train_mod.build_areas(cfg)
+    seen = []
+
+    def ground_everywhere(feed, present):
+        shape = next(iter(feed.values())).shape[-2:]
+        seen.append(shape)
+        return np.zeros(shape, np.int64)
+
+    cfg["package"]["gsd"] = {"native": 1.0, "min": 1.0, "max": 1.0}
+    coarse = train_mod.evaluate(ground_everywhere, val_areas, groups, cfg, subsets="full")
+    windows = [(a.window[3] - a.window[1], a.window[2] - a.window[0]) for a in val_areas]
+    assert seen == [(round(h / 2), round(w / 2)) for h, w in windows]
+    seen.clear()
+    cfg["package"]["gsd"] = {"native": 0.5, "min": 0.25, "max": 2.0}
+    native = train_mod.evaluate(ground_everywhere, val_areas, groups, cfg, subsets="full")
+    assert seen == windows
+    # ground everywhere scores the same on either grid: only the ground IoU is non-zero
+    for group in native:
+        a, b = (r[group]["subsets"]["optical+ndsm"]["iou"] for r in (coarse, native))
+        assert a["ground"] == pytest.approx(b["ground"]) and a["ground"] > 0
