@@ -46,6 +46,10 @@ LOCAL_PREFIX = "local:"
 _ADDRESS = re.compile(r"^(tcp|tls|ws|wss|inproc)://[^\s/]+$")
 _CANCEL_MARK = "cancelled"
 TASK_RETRIES = 2  # a task that raised is tried this many more times (a killed worker's tasks always rerun)
+# A scheduler without workers queues tasks for ever, and workers that stopped answering finish none:
+# the job waits this long for a first worker, and this long for a block to finish, then says so.
+WORKER_WAIT_S = 60.0
+STALL_S = 1800.0
 _ROWS_PER_STRIP = 256
 
 
@@ -188,6 +192,21 @@ def _connect(address: str):
         raise EngineError(f"cannot reach the Dask scheduler '{address}': {str(exc).splitlines()[0][:200]}") from None
 
 
+def _wait_for_a_worker(client, address: str) -> None:
+    if client.scheduler_info().get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except (TimeoutError, OSError):
+        raise EngineError(f"the Dask scheduler '{address}' has no worker: none joined in {_duration(WORKER_WAIT_S)}; "
+                          f"start workers for it (dask worker {address}) or run on this machine with "
+                          f"{LOCAL_PREFIX}N") from None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} s"
+
+
 class DaskBlocks:
     """Runs a pipeline's blocks as Dask tasks; called like ``TilePipeline.run``."""
 
@@ -204,6 +223,7 @@ class DaskBlocks:
         client = cluster = None
         try:
             client, cluster = _connect(self.address)
+            _wait_for_a_worker(client, self.address)
             self.workers = client.run(os.getpid)
             self.log(f"Dask: {len(blocks)} blocks as tasks on {len(self.workers)} worker(s) of {self.address}")
             if len(blocks) < 2 * len(self.workers):
@@ -240,12 +260,19 @@ class DaskBlocks:
         # rescheduled task when the worker holding a finished block died before sending it (fetching
         # it from this thread with future.result() raced that loop: "bound to a different event loop")
         finished = as_completed(list(futures), with_results=True)
+        last_finished = time.monotonic()
         try:
             while not finished.is_empty():
                 if self.pipeline.is_cancelled():
                     raise Cancelled("cancelled by the user")
                 batch = finished.next_batch(block=False)  # polled, so a cancel is seen within a tenth of a second
-                if not batch:
+                if batch:
+                    last_finished = time.monotonic()
+                elif time.monotonic() - last_finished > STALL_S:
+                    raise EngineError(f"no Dask task finished in {_duration(STALL_S)} ({done_blocks} of {len(blocks)} "
+                                      f"blocks done): the workers of '{self.address}' stopped or cannot keep up; "
+                                      "check that they are running, or use fewer tile rows per block")
+                else:
                     time.sleep(0.1)
                 for future, value in batch:
                     results[futures[future]] = self._result(value)

@@ -180,3 +180,34 @@ def test_the_resampled_path_is_bit_identical_too(package, wide_scene, tmp_path, 
     assert gdal.Open(parallel.classes).RasterXSize == 1750
     _assert_identical(single, parallel)
     assert _leftovers(tmp_path / "dask") == []
+
+
+def test_a_scheduler_without_workers_fails_in_one_sentence_and_leaves_nothing(package, wide_scene, tmp_path,
+                                                                              monkeypatch):
+    """Tasks sent to a scheduler no worker has joined would wait for ever: the job waits
+    ``WORKER_WAIT_S`` for one, then says so."""
+    from modalseg.engine import distributed as runner
+
+    monkeypatch.setattr(runner, "WORKER_WAIT_S", 1.0)
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0", silence_logs=40) as empty:
+        with pytest.raises(EngineError, match=r"^the Dask scheduler 'tcp://.*' has no worker: none joined in 1 s; "
+                                              r"start workers for it \(dask worker tcp://.*\) or run on this machine "
+                                              r"with local:N$"):
+            _run(package, wide_scene, tmp_path / "dask", empty.scheduler_address)
+    assert list((tmp_path / "dask").iterdir()) == []
+
+
+def test_workers_that_finish_no_block_in_time_fail_the_job_and_leave_nothing(package, wide_scene, tmp_path, cluster,
+                                                                            monkeypatch):
+    """Workers that stop answering would keep the job waiting: after ``STALL_S`` without a finished
+    block it stops, cancels its tasks and removes its parts (here no block can finish in 10 ms)."""
+    from modalseg.engine import distributed as runner
+
+    address, client = cluster
+    monkeypatch.setattr(runner, "STALL_S", 0.01)
+    with pytest.raises(EngineError, match=r"^no Dask task finished in 0\.01 s \(0 of \d+ blocks done\): the workers "
+                                          r"of 'tcp://.*' stopped or cannot keep up; check that they are running, "
+                                          r"or use fewer tile rows per block$"):
+        _run(package, wide_scene, tmp_path / "dask", address)
+    assert list((tmp_path / "dask").iterdir()) == []
+    client.run(os.getpid)  # the cluster still serves the tests after this one
