@@ -137,7 +137,8 @@ def validation_protocol(cfg: Dict[str, Any]) -> str:
     if "validation_protocol" in data:
         return str(data["validation_protocol"])
     return (f"validation = right {data.get('val_fraction', 0.2):.0%} strip of every tile "
-            "(spatially separate from the training area), whole strips at native GSD; mIoU over "
+            "(spatially separate from the training area), whole strips at native GSD (resampled into the "
+            "package's GSD range where it lies outside, as segment runs it); mIoU over "
             f"ground, building, low vegetation, tree, leaving out those with < {MIN_SUPPORT} "
             "reference pixels in the group (listed per row in classes_in_miou)")
 
