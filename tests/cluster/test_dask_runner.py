@@ -197,17 +197,31 @@ def test_a_scheduler_without_workers_fails_in_one_sentence_and_leaves_nothing(pa
     assert list((tmp_path / "dask").iterdir()) == []
 
 
-def test_workers_that_finish_no_block_in_time_fail_the_job_and_leave_nothing(package, wide_scene, tmp_path, cluster,
+def test_workers_that_finish_no_block_in_time_fail_the_job_and_leave_nothing(package, wide_scene, tmp_path,
                                                                             monkeypatch):
-    """Workers that stop answering would keep the job waiting: after ``STALL_S`` without a finished
-    block it stops, cancels its tasks and removes its parts (here no block can finish in 10 ms)."""
+    """Workers that stop answering would keep the job waiting: once the first block is in, both
+    workers of a cluster of its own are stopped (SIGSTOP); ``STALL_S`` later the job stops, cancels
+    its tasks and removes its parts."""
     from modalseg.engine import distributed as runner
 
-    address, client = cluster
-    monkeypatch.setattr(runner, "STALL_S", 0.01)
-    with pytest.raises(EngineError, match=r"^no Dask task finished in 0\.01 s \(0 of \d+ blocks done\): the workers "
-                                          r"of 'tcp://.*' stopped or cannot keep up; check that they are running, "
-                                          r"or use fewer tile rows per block$"):
-        _run(package, wide_scene, tmp_path / "dask", address)
-    assert list((tmp_path / "dask").iterdir()) == []
-    client.run(os.getpid)  # the cluster still serves the tests after this one
+    monkeypatch.setattr(runner, "STALL_S", 2.0)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as local, distributed.Client(local) as client:
+        pids = list(client.run(os.getpid).values())
+        stopped = []
+
+        def stop_the_workers(fraction, text):
+            if fraction > 0 and not stopped:
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                stopped.extend(pids)
+
+        try:
+            with pytest.raises(EngineError, match=r"^no Dask task finished in 2 s \(\d+ of \d+ blocks done\): the "
+                                                  r"workers of 'tcp://.*' stopped or cannot keep up; check that they "
+                                                  r"are running, or use fewer tile rows per block$"):
+                _run(package, wide_scene, tmp_path / "dask", local.scheduler_address, progress=stop_the_workers)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+    assert stopped and list((tmp_path / "dask").iterdir()) == []
