@@ -33,7 +33,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .vocabulary import VARIANTS, keys
 
@@ -103,6 +103,12 @@ class GsdRange:
     native: float
     min: float
     max: float
+
+    @classmethod
+    def of(cls, gsd: Mapping[str, Any]) -> "GsdRange":
+        """From metadata's ``{"native", "min", "max"}`` (metres); KeyError / TypeError / ValueError
+        when one is missing or not a number."""
+        return cls(float(gsd["native"]), float(gsd["min"]), float(gsd["max"]))
 
     def nearest(self, gsd: float) -> float:
         """The pixel size nearest ``gsd`` (metres) within the range."""
@@ -270,7 +276,7 @@ def parse_metadata(d: Any) -> PackageMetadata:
         raise PackageError("model metadata: 'overlap' must be between 0 and half the tile size")
     gsd = _require(d, "gsd", "")
     try:
-        gsd_range = GsdRange(float(gsd["native"]), float(gsd["min"]), float(gsd["max"]))
+        gsd_range = GsdRange.of(gsd)
     except (KeyError, TypeError, ValueError):
         raise PackageError("model metadata: 'gsd' must hold numbers 'native', 'min' and 'max' (metres)") from None
     if not 0 < gsd_range.min <= gsd_range.native <= gsd_range.max:

@@ -222,7 +222,7 @@ def evaluate(predictor, areas: Sequence[Area], groups: Sequence[str], cfg: Dict[
         lut[v] = i
     evaluators: Dict[str, SubsetEvaluator] = {}
     gsd = cfg.get("package", {}).get("gsd")
-    gsd_range = GsdRange(float(gsd["native"]), float(gsd["min"]), float(gsd["max"])) if gsd else None
+    gsd_range = GsdRange.of(gsd) if gsd else None
     for area, group in zip(areas, groups):
         x0, y0, x1, y1 = area.window
         label = lut[area.stack.read_label(x0, y0, x1 - x0, y1 - y0)]

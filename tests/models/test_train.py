@@ -222,7 +222,7 @@ def test_validation_runs_on_the_grid_segment_would_use(tmp_path):
     """A package trained at one pixel size (gsd min = max = 1 m) is validated on 0.5 m stacks resampled
     to 1 m, as segment runs it, and its prediction is scored back on the label grid."""
     cfg = _config(tmp_path, 2)
-    train_areas, val_areas, _, groups = train_mod.build_areas(cfg)
+    _, val_areas, _, groups = train_mod.build_areas(cfg)
     seen = []
 
     def ground_everywhere(feed, present):
