@@ -97,9 +97,12 @@ def pixel_size_in_range(gsd: float, meta: PackageMetadata) -> float:
 
 
 def outside_range_text(gsd: float, meta: PackageMetadata) -> str:
-    """'the pixel size (0.2 m) is outside the range model 'x' was trained for (0.5–2 m)'."""
-    return (f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' was trained for "
-            f"({meta.gsd.min:g}–{meta.gsd.max:g} m)")
+    """'the pixel size (0.2 m) is outside the range model 'x' runs at (0.5–2 m)', or '... differs from
+    the one model 'x' runs at (0.5 m)' for a package run at one pixel size."""
+    low, high = meta.gsd.min, meta.gsd.max
+    if low == high:
+        return f"the pixel size ({gsd:.3g} m) differs from the one model '{meta.name}' runs at ({low:g} m)"
+    return f"the pixel size ({gsd:.3g} m) is outside the range model '{meta.name}' runs at ({low:g}–{high:g} m)"
 
 
 def network_grid_of(grid: Grid, meta: PackageMetadata, log: Log) -> Grid:

@@ -98,17 +98,27 @@ class ModalitySpec:
 
 @dataclass(frozen=True)
 class GsdRange:
-    """Ground sampling distance in metres the network was trained for."""
+    """Ground sampling distances in metres: ``min``-``max`` the network runs at (``segment`` resamples
+    into it), ``native`` the one it was trained around, and ``inputs`` the pixel sizes of the layers the
+    package is meant for: a network run at one pixel size learns from coarser layers enlarged to it, as
+    ``segment`` enlarges them, and takes finer ones shrunk to it. ``inputs`` is ``(min, max)`` unless the
+    metadata states it; ``segment`` warns beyond twice outside it."""
 
     native: float
     min: float
     max: float
+    inputs: Optional[Tuple[float, float]] = None
+
+    def __post_init__(self) -> None:
+        if self.inputs is None:
+            object.__setattr__(self, "inputs", (self.min, self.max))
 
     @classmethod
     def of(cls, gsd: Mapping[str, Any]) -> "GsdRange":
-        """From metadata's ``{"native", "min", "max"}`` (metres); KeyError / TypeError / ValueError
-        when one is missing or not a number."""
-        return cls(float(gsd["native"]), float(gsd["min"]), float(gsd["max"]))
+        """From metadata's ``{"native", "min", "max"[, "inputs": [low, high]]}`` (metres); KeyError /
+        TypeError / ValueError when one is missing or not a number."""
+        low, high = gsd.get("inputs", (gsd["min"], gsd["max"]))
+        return cls(float(gsd["native"]), float(gsd["min"]), float(gsd["max"]), (float(low), float(high)))
 
     def nearest(self, gsd: float) -> float:
         """The pixel size nearest ``gsd`` (metres) within the range."""
@@ -278,9 +288,12 @@ def parse_metadata(d: Any) -> PackageMetadata:
     try:
         gsd_range = GsdRange.of(gsd)
     except (KeyError, TypeError, ValueError):
-        raise PackageError("model metadata: 'gsd' must hold numbers 'native', 'min' and 'max' (metres)") from None
+        raise PackageError("model metadata: 'gsd' must hold numbers 'native', 'min' and 'max' (metres), and "
+                           "'inputs' a pair of numbers when given") from None
     if not 0 < gsd_range.min <= gsd_range.native <= gsd_range.max:
         raise PackageError("model metadata: 'gsd' must satisfy 0 < min <= native <= max")
+    if not 0 < gsd_range.inputs[0] <= gsd_range.inputs[1]:
+        raise PackageError("model metadata: 'gsd.inputs' must be two pixel sizes, 0 < low <= high")
     return PackageMetadata(
         schema_version=version,
         name=str(_require(d, "name", "")),

@@ -64,13 +64,15 @@ def report_held_out_accuracy(meta: PackageMetadata, used: Sequence[str], log: Ca
 
 
 def pixel_size_warning(gsd: float, meta: PackageMetadata) -> Optional[str]:
-    """A sentence when ``gsd`` (metres) is more than ``GSD_FACTOR`` times outside the package's range."""
-    low, high = meta.gsd.min / GSD_FACTOR, meta.gsd.max * GSD_FACTOR
+    """A sentence when ``gsd`` (metres) is more than ``GSD_FACTOR`` times outside the pixel sizes of the
+    layers the package was trained from (``gsd.inputs``)."""
+    trained_low, trained_high = meta.gsd.inputs
+    low, high = trained_low / GSD_FACTOR, trained_high * GSD_FACTOR
     if low <= gsd <= high:
         return None
     side = "finer" if gsd < low else "coarser"
     return (f"the pixel size ({gsd:.3g} m) is more than {GSD_FACTOR:g} times {side} than the range model "
-            f"'{meta.name}' was trained for ({meta.gsd.min:g}–{meta.gsd.max:g} m): resampling cannot make the "
+            f"'{meta.name}' was trained for ({trained_low:g}–{trained_high:g} m): resampling cannot make the "
             f"scene look like its training data, so expect a poor class map; use imagery nearer that range or "
             f"{FINETUNE_HINT}")
 

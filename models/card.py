@@ -167,6 +167,20 @@ _HALF_STORAGE_NOTE = ("Weights stored in float16 (graph and fine-tuning weights:
                       "in float32.\n")
 
 
+def _runs_at(gsd: Dict[str, Any]) -> str:
+    return f"{gsd['min']} m" if gsd['min'] == gsd['max'] else f"{gsd['min']}–{gsd['max']} m"
+
+
+def _pixel_size_text(gsd: Dict[str, Any]) -> str:
+    """The card's sentence on pixel sizes: the network's range and, when it differs, the layers' range."""
+    low, high = gsd.get("inputs", (gsd["min"], gsd["max"]))
+    if (low, high) == (gsd["min"], gsd["max"]):
+        return (f"{low}–{high} m (trained around {gsd['native']} m); `segment` resamples outside that range and "
+                "warns when the pixel size is more than twice outside it.")
+    return (f"layers of {low}–{high} m (the network runs at {_runs_at(gsd)}: `segment` resamples every layer to it, "
+            "as training did); `segment` warns when the pixel size is more than twice outside the layers' range.")
+
+
 def write_card(folder: "str | Path", meta: Dict[str, Any], failure_modes: Optional[Sequence[str]] = None) -> Path:
     """Write ``README.md`` into a package folder; every figure comes from ``meta``. Failure modes:
     ``failure_modes`` (default: the recipe's), then those the held-out figures show."""
@@ -189,8 +203,7 @@ def write_card(folder: "str | Path", meta: Dict[str, Any], failure_modes: Option
 ## Intended use
 Semantic segmentation of the scenes described above from {inputs}
 (any non-empty subset; missing modalities are passed as absent). Classes: {classes}.
-Pixel size: {gsd['min']}–{gsd['max']} m (trained around {gsd['native']} m); `segment` resamples outside that
-range and warns when the pixel size is more than twice outside it.
+Pixel size: {_pixel_size_text(gsd)}
 Outputs class probabilities and one robustness map per modality (the share each input had in
 the decision, summing to 1 over the inputs given).
 
@@ -198,7 +211,7 @@ the decision, summing to 1 over the inputs given).
 {mods}
 
 Tiles of {meta['tile_size']} px (multiple of {meta['size_multiple']}), overlap {meta['overlap']} px.
-GSD: trained around {gsd['native']} m, valid {gsd['min']}–{gsd['max']} m (the engine resamples outside it).
+GSD: the network runs at {_runs_at(gsd)} (trained around {gsd['native']} m; the engine resamples layers into it).
 {_HALF_STORAGE_NOTE if storage_of(meta.get('extra', {})) == HALF else ''}
 ## Training
 {meta['training_data']}.

@@ -40,9 +40,25 @@ MIN_SUPPORT = 200  # foreground classes with fewer validation pixels in a group 
 
 
 def load_config(path: "str | Path") -> Dict[str, Any]:
-    cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    cfg["_config_path"] = str(Path(path).resolve())
+    """A training recipe; one that names ``"extends": "<recipe>.json"`` (beside it) is that recipe with
+    its own keys laid over it (``merged_config``), so a variant states only what it changes."""
+    path = Path(path).resolve()
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    base = cfg.pop("extends", None)
+    if base:
+        cfg = merged_config(load_config(path.parent / base), cfg)
+    cfg["_config_path"] = str(path)
     return cfg
+
+
+def merged_config(base: Dict[str, Any], changes: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``changes`` laid over it: mappings merge key by key, anything else (numbers,
+    strings, lists such as ``data.folders``) is replaced whole."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = (merged_config(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else value)
+    return out
 
 
 def _resolve(p: str, base: Path) -> Path:

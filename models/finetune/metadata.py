@@ -35,7 +35,8 @@ def new_metadata(package: ModelPackage, data: TrainingData, sources: Sequence[So
         "training_data": f"{meta.training_data}; fine-tuned on "
                          f"{os.path.basename(labels.vector or labels.raster or '')}",
         "classes": [{"value": c.value, "name": c.name, "color": c.color} for c in data.classes],
-        "gsd": {"native": gsd, "min": min(meta.gsd.min, gsd), "max": max(meta.gsd.max, gsd)},
+        "gsd": {"native": gsd, "min": min(meta.gsd.min, gsd), "max": max(meta.gsd.max, gsd),
+                "inputs": [min(meta.gsd.inputs[0], gsd), max(meta.gsd.inputs[1], gsd)]},
     })
     d["metrics"] = {
         "protocol": "fine-tuning validation: a spatially separate strip of the labelled area holding about "

@@ -22,6 +22,13 @@ def test_valid_metadata_round_trips():
     assert meta.classes[0].rgb == (255, 0, 0)
     assert meta.modality("ndsm").normalization.high == 98
     assert parse_metadata(json.loads(meta.to_json())) == meta
+    assert meta.gsd.inputs == (meta.gsd.min, meta.gsd.max)  # not stated: the network's own range
+
+
+def test_the_layers_range_of_a_network_run_at_one_pixel_size_round_trips():
+    meta = parse_metadata(_metadata(gsd={"native": 0.5, "min": 0.5, "max": 0.5, "inputs": [0.5, 2]}))
+    assert meta.gsd.inputs == (0.5, 2.0) and meta.gsd.nearest(2.0) == 0.5
+    assert parse_metadata(json.loads(meta.to_json())) == meta
 
 
 @pytest.mark.parametrize("change,message", [
@@ -31,6 +38,8 @@ def test_valid_metadata_round_trips():
     ({"classes": [{"value": 1, "name": "a"}, {"value": 1, "name": "b"}]}, "unique"),
     ({"tile_size": 100, "size_multiple": 32}, "multiple of 'size_multiple'"),
     ({"gsd": {"native": 1}}, "'gsd'"),
+    ({"gsd": {"native": 0.5, "min": 0.5, "max": 0.5, "inputs": [2.0]}}, "'inputs' a pair of numbers"),
+    ({"gsd": {"native": 0.5, "min": 0.5, "max": 0.5, "inputs": [2.0, 0.5]}}, "'gsd.inputs' must be two"),
     ({"presence_input": None}, "presence_input"),
 ])
 def test_invalid_metadata_names_the_field(change, message):

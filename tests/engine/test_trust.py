@@ -92,6 +92,13 @@ def test_pixel_size_limits(constant):
     assert "2 times coarser" in pixel_size_warning(4.1, meta)
 
 
+def test_pixel_size_limits_follow_the_layers_a_one_size_network_was_trained_from(constant):
+    """Run at 0.5 m but trained from 0.5-2 m layers (2 m enlarged): a 2 m or 4 m layer is no surprise."""
+    meta = dataclasses.replace(constant.metadata, gsd=GsdRange(0.5, 0.5, 0.5, (0.5, 2.0)))
+    assert pixel_size_warning(4.0, meta) is None and pixel_size_warning(0.25, meta) is None
+    assert pixel_size_warning(4.1, meta).endswith(HINT) and "(0.5–2 m)" in pixel_size_warning(4.1, meta)
+
+
 def test_one_class_over_a_textured_orthophoto_is_degenerate(constant, shared_data, tmp_path):
     rgb = shared_data / "point_clouds" / "bdortho_pacasam_792000_6272000_left_rgb_south.tif"
     _, report = run(constant, {"optical": LayerInput(str(rgb))}, tmp_path)

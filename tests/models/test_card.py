@@ -25,6 +25,19 @@ def test_card_renders_held_out_and_few_label_figures(tmp_path):
     assert "| tile_b | – | – | – | failed: the fine-tuned model could not be exported | – |" in text
     assert "Held-out accuracy with optical alone is low (mIoU 26.6 %)" in text
     assert "Held-out IoU below 40 % with ndsm: water 1.7." in text
-    assert f"Pixel size: {meta['gsd']['min']}–{meta['gsd']['max']} m" in text
+    assert "Pixel size: " in text and "GSD: the network runs at" in text
     for mode in meta["extra"]["training_config"]["package"]["failure_modes"]:  # the recipe's come first
         assert f"- {mode}" in text
+
+
+def test_card_states_the_layers_range_of_a_network_run_at_one_pixel_size(tmp_path):
+    meta = json.loads(SIDECAR.read_text())
+    meta["gsd"] = {"native": 0.5, "min": 0.5, "max": 0.5, "inputs": [0.5, 2.0]}
+    text = write_card(tmp_path, meta).read_text()
+    assert ("Pixel size: layers of 0.5–2.0 m (the network runs at 0.5 m: `segment` resamples every layer to it, "
+            "as training did)") in text
+    assert "GSD: the network runs at 0.5 m (trained around 0.5 m" in text
+    meta["gsd"] = {"native": 0.5, "min": 0.25, "max": 2.0}
+    text = write_card(tmp_path, meta).read_text()
+    assert "Pixel size: 0.25–2.0 m (trained around 0.5 m); `segment` resamples outside that range" in text
+    assert "GSD: the network runs at 0.25–2.0 m" in text

@@ -242,3 +242,22 @@ def test_validation_runs_on_the_grid_segment_would_use(tmp_path):
     for group in native:
         a, b = (r[group]["subsets"]["optical+ndsm"]["iou"] for r in (coarse, native))
         assert a["ground"] == pytest.approx(b["ground"]) and a["ground"] > 0
+
+
+def test_a_recipe_that_extends_another_states_only_what_it_changes(tmp_path):
+    base = {"name": "base", "data": {"chip": 128, "gsd_range": [0.5, 2.0], "folders": [{"path": "a"}, {"path": "b"}]},
+            "train": {"steps": 2400, "seed": 0}}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "variant.json").write_text(json.dumps(
+        {"extends": "base.json", "name": "variant", "data": {"gsd_range": [0.5, 0.5], "folders": [{"path": "c"}]}}))
+    cfg = train_mod.load_config(tmp_path / "variant.json")
+    assert cfg["name"] == "variant" and cfg["train"] == base["train"]
+    assert cfg["data"] == {"chip": 128, "gsd_range": [0.5, 0.5], "folders": [{"path": "c"}]}  # lists replaced whole
+    assert cfg["_config_path"] == str((tmp_path / "variant.json").resolve()) and "extends" not in cfg
+
+
+def test_every_recipe_loads_whole():
+    for path in sorted((PLUGIN_ROOT / "training").glob("*.json")):
+        cfg = train_mod.load_config(path)
+        for key in ("name", "network", "classes", "modalities", "data", "train", "package"):
+            assert key in cfg, f"{path.name}: {key}"
