@@ -169,14 +169,14 @@ def test_a_task_failing_on_the_workers_fails_the_job_in_one_sentence_and_leaves_
 
 
 def test_the_resampled_path_is_bit_identical_too(package, wide_scene, tmp_path, cluster):
-    """0.2 m asked of a package trained for 0.25-2 m: the blocks run on a 0.25 m grid (on the
-    workers) and the client resamples their assembled probabilities onto the output grid."""
+    """0.2 m asked of a package run at 0.5 m: the blocks run on a 0.5 m grid (on the workers) and
+    the client resamples their assembled probabilities onto the output grid."""
     address, _ = cluster
     finer = GridRequest(resolution=0.2)
     single, _ = _run(package, wide_scene, tmp_path / "single", grid=finer)
     lines = []
     parallel, _ = _run(package, wide_scene, tmp_path / "dask", address, grid=finer, log=lines.append)
-    assert any("the network runs on a 1400 x 460 px grid" in line for line in lines), lines
+    assert any("the network runs on a 700 x 230 px grid" in line for line in lines), lines
     assert gdal.Open(parallel.classes).RasterXSize == 1750
     _assert_identical(single, parallel)
     assert _leftovers(tmp_path / "dask") == []

@@ -300,7 +300,7 @@ def test_automatic_choice_takes_the_package_using_most_layers(bundled):
     assert choice.reason.startswith("model (automatic): modalseg-optical-urban ")
     assert "uses 2 of the 3 given layer(s) (optical, elevation)" in choice.reason
     assert choice.reason.endswith(f"3 other bundled model(s) use as many, and it has the best held-out mIoU for "
-                                  f"these layers: 89.0 ({DEFAULT} 84.0)")
+                                  f"these layers: 89.0 ({DEFAULT} 86.1)")
     candidates = bundled + [_sar_package(bundled)]
     choice = choose_package(candidates, layers, DEFAULT)
     assert candidates[choice.index].name == "sar-urban"
@@ -323,16 +323,16 @@ def test_automatic_choice_breaks_ties_by_held_out_accuracy_for_the_layers_in_use
     candidates = [default, optical_first]
     choice = choose_package(candidates, {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
     assert candidates[choice.index].name == "optical-first"
-    assert choice.reason.endswith(f"and it has the best held-out mIoU for these layers: 65.0 ({DEFAULT} 29.1)")
+    assert choice.reason.endswith(f"and it has the best held-out mIoU for these layers: 65.0 ({DEFAULT} 25.2)")
     choice = choose_package(candidates, {"elevation": LayerInput(_layer("ndsm"))}, DEFAULT)
-    assert candidates[choice.index].name == DEFAULT  # 54.2 against 48.0 from an nDSM
-    assert choice.reason.endswith("these layers: 54.2 (optical-first 48.0)")
-    equal = _with_held_out(default, "equal", {"optical": 29.1})
+    assert candidates[choice.index].name == DEFAULT  # 57.3 against 48.0 from an nDSM
+    assert choice.reason.endswith("these layers: 57.3 (optical-first 48.0)")
+    equal = _with_held_out(default, "equal", {"optical": 25.2})
     choice = choose_package([equal, default], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
     assert choice.index == 1  # equal figures: the default
     seen = _with_held_out(default, "seen", {"optical": 99.0}, optimistic=True)  # trained on the held-out tiles
     choice = choose_package([seen, default, optical_first], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
-    assert choice.index == 2 and choice.reason.endswith(f"65.0 ({DEFAULT} 29.1)")
+    assert choice.index == 2 and choice.reason.endswith(f"65.0 ({DEFAULT} 25.2)")
     unmeasured = _with_held_out(default, "unmeasured", {})
     choice = choose_package([unmeasured, default], {"optical": LayerInput(_layer("rgb"))}, DEFAULT)
     assert choice.index == 1 and "ties go to the default" in choice.reason

@@ -47,7 +47,7 @@ def test_default_package_on_the_held_out_set(shared_data, tmp_path):
     for subset in result["subsets"].values():
         assert subset["miou"] is None or 0 <= subset["miou"] <= 100
     # elevation works on whole unseen-grid tiles; the optical-only stream does not (issue 13)
-    assert result["groups"]["0.5 m tiles"]["ndsm"]["miou"] > 60
+    assert result["groups"]["0.5 m tiles"]["ndsm"]["miou"] > 55
     assert result["subsets"]["optical"]["miou"] < 50
     assert any("rasterised" in line for line in lines)
     assert "none of these areas is trained on" in result["protocol"]
@@ -103,7 +103,7 @@ def test_figures_of_a_twin_say_so_and_keep_the_shipped_weights_own_beside_them(t
     with pytest.raises(EngineError, match=r"is not the same recipe as .*: its name differ \(modalseg-flood-s1s2 "):
         held_out.same_recipe(package, load_package(REPO_ROOT / "resources" / "models" / "modalseg-flood-s1s2"))
     text = held_out.twin_protocol(held_out.protocol([], False), [package, package], package)
-    assert "figures of a twin" in text and "none of these areas is trained on" in text and "mean of 2 seeds" in text and "4800 steps on 2 thread(s), 4800 steps" in text
+    assert "figures of a twin" in text and "none of these areas is trained on" in text and "mean of 2 seeds" in text and "2400 steps on 1 thread(s), 2400 steps" in text
     figures = {"protocol": text, "own_weights": {"ndsm": 67.3, "optical": 26.6},
                "subsets": {"ndsm": {"miou": 53.2, "per_class": {"1": 91.1}, "pixels": 10, "classes_in_miou": [1]}}}
     held_out.store_metrics(package, {"held_out": figures})

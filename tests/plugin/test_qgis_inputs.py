@@ -170,7 +170,7 @@ def test_model_list_starts_with_automatic_and_shows_inputs_and_accuracy(qgis_app
         assert definition.defaultValue() == 0 and options[0] == AUTOMATIC_MODEL
         bundled = sorted(list_packages(BUNDLED_MODELS_DIR), key=lambda found: found[1].name != DEFAULT)
         assert options[1:] == [describe_package(meta) for _, meta in bundled]
-        assert options[1].startswith(f"{DEFAULT} 2.0.0: optical RGB and/or nDSM; held-out mIoU: optical+nDSM 84.0")
+        assert options[1].startswith(f"{DEFAULT} 3.0.0: optical RGB and/or nDSM; held-out mIoU: optical+nDSM 86.1")
         assert all("mIoU" in option for option in options[1:])
         assert not any("reference" in option for option in options)  # test networks are not offered
     help_text = QgsApplication.processingRegistry().algorithmById("modalseg:segment").shortHelpString()
