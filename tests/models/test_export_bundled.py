@@ -60,3 +60,32 @@ def test_bundled_package(name, shared_data):
     # the graph's convolutions hold batch norms folded in float32 and rounded to float16 once more
     np.testing.assert_allclose(out, graph_out, atol=HALF_PARITY_TOLERANCE)
     assert (out.argmax(1) == graph_out.argmax(1)).mean() > 0.995
+
+
+def test_bundled_elevation_package(shared_data):
+    """modalseg-elevation-urban: nDSM only, run at 0.5 m for layers of 0.25-2 m; finds the village's
+    houses from the nDSM and its torch weights rebuild the graph's network."""
+    import onnxruntime as ort
+    folder = REPO_ROOT / "resources" / "models" / "modalseg-elevation-urban"
+    pkg = load_package(folder)
+    meta = pkg.metadata
+    assert meta.modality_names == ("ndsm",) and meta.extra["torch"]["weight_storage"] == "float16"
+    assert (meta.gsd.min, meta.gsd.max, meta.gsd.inputs) == (0.5, 0.5, (0.25, 2.0))
+    assert meta.metrics["held_out"]["subsets"]["ndsm"]["miou"] > 60 and not meta.metrics["held_out"]["optimistic"]
+    stack = find_lidar_stacks(shared_data / "lidarhd_houses", ("rgb", "ndsm"))[0]
+    h, w = 96, 192
+    d, ok = stack.read("ndsm", 0, 0, w, h)
+    spec = meta.modality("ndsm").normalization
+    feeds = {"ndsm": normalize(d, ok, spec, own_statistics(d, ok, spec))[None], "present": np.ones((1, 1), np.float32)}
+    label = stack.read_label(0, 0, w, h)
+    ref = np.where(label > 0, label.astype(int) - 1, 255)
+    sess = ort.InferenceSession(str(pkg.onnx_path), providers=["CPUExecutionProvider"])
+    logits, rob = sess.run(["logits", "robustness"], feeds)
+    np.testing.assert_allclose(rob, 1.0, atol=1e-4)  # one input: all of the decision
+    iou = per_class(confusion_matrix(ref, logits[0].argmax(0), 6, ignore_index=255))["iou"]
+    assert iou[0] > 0.9 and iou[1] > 0.8, iou
+    net = build_network(meta.extra["torch"]["architecture"], meta.extra["torch"]["config"]).eval()
+    assert load_weights(net, pkg.weights_path) == []
+    with torch.no_grad():
+        out = net({"ndsm": torch.from_numpy(feeds["ndsm"])}, torch.ones(1, 1))["logits"].numpy()
+    np.testing.assert_allclose(out, logits, atol=HALF_PARITY_TOLERANCE)
