@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..engine.package import GsdRange
 from .weight_storage import HALF, storage_of
 
 LOW_MIOU = 50.0  # a held-out mIoU below this is called a failure mode (segment warns below it too)
@@ -173,7 +174,7 @@ def _runs_at(gsd: Dict[str, Any]) -> str:
 
 def _pixel_size_text(gsd: Dict[str, Any]) -> str:
     """The card's sentence on pixel sizes: the network's range and, when it differs, the layers' range."""
-    low, high = gsd.get("inputs", (gsd["min"], gsd["max"]))
+    low, high = GsdRange.of(gsd).inputs
     if (low, high) == (gsd["min"], gsd["max"]):
         return (f"{low}–{high} m (trained around {gsd['native']} m); `segment` resamples outside that range and "
                 "warns when the pixel size is more than twice outside it.")

@@ -161,7 +161,8 @@ def protocol(areas: Sequence[HeldOutArea], seen_in_training: bool) -> str:
     text = (f"held-out set of models/data/holdout.py: whole LiDAR HD tiles {tiles} (nDSM; labels = IGN "
             "production classes) and the BD ORTHO optical area "
             f"{HELD_OUT_OPTICAL_AREA['rgb']} (labels and nDSM rasterised from its LiDAR cloud, classes ground "
-            "and building only), each given whole at native GSD to segment (run_segmentation, which resamples it into the package's GSD range); confusion "
+            "and building only), each given whole at native GSD to segment (run_segmentation, which resamples it "
+            "into the package's GSD range); confusion "
             f"pooled per modality subset; mIoU over ground, building, low vegetation, tree with >= {MIN_SUPPORT} "
             "reference pixels; none of these areas is trained on or used to choose a checkpoint")
     if seen_in_training:
