@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .common import ConvBNAct, masked_softmax, two_way_gate
+from .common import ConvBNAct, masked_softmax, softmax_over, two_way_gate
 
 
 class SAGate(nn.Module):
@@ -64,7 +64,7 @@ class CFM(nn.Module):
         wa = a * torch.sigmoid(self.m[0](g)) * p_a
         wb = b * torch.sigmoid(self.m[1](g)) * p_b
         v = self.v(torch.cat([wa, wb], 1))
-        return wa * torch.softmax(self.b[0](v), 1) + wb * torch.softmax(self.b[1](v), 1)
+        return wa * softmax_over(self.b[0](v), 1) + wb * softmax_over(self.b[1](v), 1)
 
 
 class DGFM(nn.Module):

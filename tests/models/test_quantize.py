@@ -80,6 +80,25 @@ def test_int8_package_loads_validates_and_records_its_making(quantised):
     assert any("calibrating on" in line for line in logs)
 
 
+def test_int8_graph_quantises_the_fusion_and_keeps_the_input_features_in_float(quantised):
+    """Concat / Mul / Add / Resize between quantised convolutions read int8 tensors (DequantizeLinear
+    outputs, fused by ONNX Runtime); the derived height features before the first quantised
+    convolution (the wrapper's nodes, outside ``/net/inner``) and the presence mask stay float."""
+    import onnx
+    graph = onnx.load(str(quantised[1].variant)).graph
+    dequantised = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    fusion = ("Concat", "Mul", "Add", "Resize")
+    reads_int8 = [n for n in graph.node if n.op_type in fusion and any(i in dequantised for i in n.input)]
+    assert len(reads_int8) >= 20
+    assert all(n.name.startswith("/net/inner/") for n in reads_int8)
+    derived_features = [n for n in graph.node if n.op_type in fusion and n.name.count("/") == 2]
+    assert derived_features and not any(i in dequantised for n in derived_features for i in n.input)
+    exps = [n for n in graph.node if n.op_type == "Exp"]  # the modality softmaxes, written out
+    producers = {o: n for n in graph.node for o in n.output}
+    assert exps and all(producers[n.input[0]].op_type == "Sub" for n in exps)
+    assert not any(i in dequantised for n in exps for i in producers[n.input[0]].input)
+
+
 @pytest.mark.parametrize("subset", modality_subsets(("optical", "ndsm")))
 def test_int8_agrees_with_fp32_on_every_subset_and_robustness_sums_to_one(quantised, houses, subset, tmp_path):
     package = load_package(quantised[0])
