@@ -153,3 +153,14 @@ def test_without_a_false_colour_figure_the_true_colour_one_is_said_to_overstate(
     assert ("model 'modalseg-sgma-urban' states no held-out accuracy for a false-colour infrared optical layer: the "
             "figure below was measured on true-colour images, and a false-colour one scores less") in lines
     assert any("with optical-only input: mIoU 26.6 %" in line for line in lines), lines
+
+
+def test_the_optical_package_takes_the_orthophoto_pixel_size_it_trained_from_without_a_warning():
+    """modalseg-optical-urban learnt from the 0.2 m BD ORTHO shrunk to 0.5 m: a 0.2 m orthophoto is its
+    input, while a 0.09 m one (ISPRS Vaihingen) is more than twice finer than anything it saw."""
+    from modalseg.engine.package import load_package
+    from tests.fixtures.paths import REPO_ROOT
+    meta = load_package(REPO_ROOT / "resources" / "models" / "modalseg-optical-urban").metadata
+    assert meta.gsd.inputs == (0.2, 2.0) and (meta.gsd.min, meta.gsd.max) == (0.5, 2.0)
+    assert pixel_size_warning(0.2, meta) is None
+    assert "2 times finer" in pixel_size_warning(0.09, meta)
