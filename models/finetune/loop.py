@@ -20,7 +20,7 @@ from ...engine.errors import WARNING_PREFIX, Cancelled, EngineError
 from ...engine.gdal_mode import gdal_exceptions
 from ...engine.metrics import confusion_matrix, summarize
 from ...engine.normalize import normalize
-from ...engine.package import ClassInfo, ModelPackage, load_package
+from ...engine.package import ModelPackage, load_package
 from ..data.chips import IGNORE
 from .labels import LabelInput, Log
 from .metadata import new_metadata
@@ -110,11 +110,11 @@ def _class_weights(frequency: np.ndarray) -> np.ndarray:
     return weights / weights[frequency > 0].mean()
 
 
-def _teacher(net, package: ModelPackage, classes: Sequence[ClassInfo], options: FinetuneOptions, log: Log):
+def _teacher(net, same_classes: bool, options: FinetuneOptions, log: Log):
     """A frozen copy of the starting network whose decisions the tuned one keeps on unlabelled
     pixels (``options.keep_prior``); None when off or when the classes changed (a new head has
     nothing to keep)."""
-    if options.keep_prior <= 0 or [c.value for c in classes] != list(package.metadata.class_values):
+    if options.keep_prior <= 0 or not same_classes:
         return None
     teacher = copy.deepcopy(net).eval()
     for p in teacher.parameters():
@@ -157,7 +157,10 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
     opt = torch.optim.AdamW(trainable, lr=options.learning_rate, weight_decay=1e-4)
     settings = LossSettings(class_weights=torch.tensor(_class_weights(data.class_frequency), dtype=torch.float32,
                                                        device=device))
-    teacher = _teacher(net, package, classes, options, log)
+    # A head grown for new classes starts untrained on them: the starting model has no decisions to
+    # keep on unlabelled pixels, and is no candidate for the model written.
+    same_classes = [c.value for c in classes] == list(meta.class_values)
+    teacher = _teacher(net, same_classes, options, log)
     x0, y0, x1, y1 = train_area.window
     # an epoch draws about the training area's pixels once, but at least 16 batches: on a small
     # labelled area shorter epochs would let early stopping fire on noise
@@ -174,7 +177,7 @@ def _finetune(torch, package: ModelPackage, sources: List[Source], labels: Label
     def validate() -> Optional[float]:
         return _validate(net, val_areas, mods, bands, norms, n_classes, device) if val_areas else None
 
-    start_miou = validate()
+    start_miou = validate() if same_classes else None
     if start_miou is not None:
         log(f"validation mIoU of the starting model: {start_miou:.3f}")
     history: List[EpochReport] = []
