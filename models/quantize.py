@@ -227,7 +227,8 @@ def int8_graph(source: Path, feeds: Sequence[Dict[str, np.ndarray]], work: Path)
     return onnx.load(str(quantised_path)), {
         "method": method,
         "quantised": (f"{len(quantised)} of {len(quantised) + len(kept)} convolutions (the rest kept in float) and "
-                      f"the {', '.join(BETWEEN_CONVOLUTION_OPS)} nodes after the first convolution"),
+                      f"the {' / '.join(BETWEEN_CONVOLUTION_OPS)} nodes between them ({len(kept_ops)} that read "
+                      "input-derived tensors kept in float)"),
         "kept_in_float": list(KEPT_IN_FLOAT)}
 
 
