@@ -108,6 +108,39 @@ def test_validation_strip_holds_the_requested_share_of_labels():
     assert split_validation(index, 0.0)[1] is None
 
 
+def test_validation_strip_is_the_side_whose_classes_are_most_like_the_whole_set():
+    """Sparse labels with one class along the right edge: the right strip (the old choice, across the
+    longer side) would hold that class alone; the strip taken holds every class, in shares nearer the
+    whole set's than any other side's."""
+    from modalseg.models.finetune.labels import _strip
+
+    index = np.full((20, 40), 255, np.uint8)
+    for col in range(0, 30, 3):
+        index[::4, col] = col // 3 % 3  # classes 0, 1, 2 spread over the left three quarters
+    index[::4, 30:] = 2  # the right quarter: class 2 only
+
+    def classes_and_distance(image, window):
+        x0, y0, x1, y1 = window
+        strip = image[y0:y1, x0:x1]
+        held = np.bincount(strip[strip != 255], minlength=3)
+        whole = np.bincount(image[image != 255], minlength=3)
+        return int((held > 0).sum()), float(np.abs(held / held.sum() - whole / whole.sum()).sum())
+
+    for image, old_side in ((index, "right"), (index.T.copy(), "bottom")):
+        train, val, how = split_validation(image, 0.2)
+        assert not how.startswith(old_side)
+        assert classes_and_distance(image, _strip(image != 255, old_side, 0.2)[1])[0] == 1
+        present, distance = classes_and_distance(image, val)
+        assert present == 3
+        for side in ("right", "left", "bottom", "top"):
+            assert distance <= classes_and_distance(image, _strip(image != 255, side, 0.2)[1])[1] + 1e-9
+        x0, y0, x1, y1 = val
+        share = (image[y0:y1, x0:x1] != 255).sum() / (image != 255).sum()
+        assert 0.15 <= share <= 0.35, share
+        tx0, ty0, tx1, ty1 = train  # training and validation windows tile the area without overlap
+        assert (tx1 - tx0) * (ty1 - ty0) + (x1 - x0) * (y1 - y0) == image.size
+
+
 def test_area_of_interest_limits_the_labels(sources, labels, tmp_path):
     """Only labels inside the AOI polygon (the tile's left 30 m, given in WGS 84) are used."""
     from osgeo import ogr, osr
