@@ -50,6 +50,7 @@ TASK_RETRIES = 2  # a task that raised is tried this many more times (a killed w
 # the job waits this long for a first worker, and this long for a block to finish, then says so.
 WORKER_WAIT_S = 60.0
 STALL_S = 1800.0
+_SETTLED = ("finished", "error", "cancelled")  # a task in these states has a result or an error to fetch
 _ROWS_PER_STRIP = 256
 
 
@@ -245,8 +246,6 @@ class DaskBlocks:
 
     def _run(self, client, blocks: Sequence[Block], sink: OutputSet, folder: Path,
              progress: Progress) -> List[BlockResult]:
-        from distributed import as_completed
-
         outputs = list(sink.writers)  # named as OutputPaths fields
         futures = {}
         for index, block in enumerate(blocks):
@@ -256,26 +255,30 @@ class DaskBlocks:
             futures[future] = index
         total = sum(tile_count(block) for block in blocks)
         done_blocks, done_tiles, results = 0, 0, [None] * len(blocks)
-        # with_results: each result is fetched inside the client's event loop, which waits out a
-        # rescheduled task when the worker holding a finished block died before sending it (fetching
-        # it from this thread with future.result() raced that loop: "bound to a different event loop")
-        finished = as_completed(list(futures), with_results=True)
+        pending = dict(futures)
         last_finished = time.monotonic()
         try:
-            while not finished.is_empty():
+            # Polled from this thread (a cancel is seen within a tenth of a second); results are fetched
+            # with one client.gather, which runs in this client's own event loop and waits out a task
+            # that Dask reschedules when the worker holding a finished block died before sending it.
+            # Not distributed.as_completed: it runs on the default client's loop (another client's, when
+            # one exists in this process), and its with_results fetches race each other.
+            while pending:
                 if self.pipeline.is_cancelled():
                     raise Cancelled("cancelled by the user")
-                batch = finished.next_batch(block=False)  # polled, so a cancel is seen within a tenth of a second
-                if batch:
-                    last_finished = time.monotonic()
-                elif time.monotonic() - last_finished > STALL_S:
-                    raise EngineError(f"no Dask task finished in {_duration(STALL_S)} ({done_blocks} of {len(blocks)} "
-                                      f"blocks done): the workers of '{self.address}' stopped or cannot keep up; "
-                                      "check that they are running, or use fewer tile rows per block")
-                else:
+                batch = [future for future in pending if future.status in _SETTLED]
+                if not batch:
+                    if time.monotonic() - last_finished > STALL_S:
+                        raise EngineError(f"no Dask task finished in {_duration(STALL_S)} ({done_blocks} of "
+                                          f"{len(blocks)} blocks done): the workers of '{self.address}' stopped "
+                                          "or cannot keep up; check that they are running, or use fewer tile "
+                                          "rows per block")
                     time.sleep(0.1)
-                for future, value in batch:
-                    results[futures[future]] = self._result(value)
+                    continue
+                last_finished = time.monotonic()
+                for future, value in zip(batch, self._gather(client, batch)):
+                    del pending[future]
+                    results[futures[future]] = value
                     done_blocks += 1
                     done_tiles += tile_count(blocks[futures[future]])
                     progress(done_tiles / total, f"block {done_blocks}/{len(blocks)} "
@@ -287,15 +290,19 @@ class DaskBlocks:
         return results
 
     @staticmethod
-    def _result(value) -> BlockResult:
-        if isinstance(value, BlockResult):
-            return value
-        # a failed task comes back as (type, exception, traceback), a cancelled one as its CancelledError
-        error = value[1] if isinstance(value, tuple) else value
-        if isinstance(error, (EngineError, Cancelled)):
-            raise error
-        text = str(error).splitlines()[0][:300] if str(error) else ""
-        raise EngineError(f"a Dask task failed: {type(error).__name__}: {text}")
+    def _gather(client, batch) -> List[BlockResult]:
+        """The results of settled tasks; a failed task's error in one sentence."""
+        from distributed import CancelledError
+
+        try:
+            return client.gather(batch)
+        except (EngineError, Cancelled):
+            raise
+        except CancelledError:
+            raise EngineError("a Dask task was cancelled by the scheduler or another client") from None
+        except Exception as error:
+            text = str(error).splitlines()[0][:300] if str(error) else ""
+            raise EngineError(f"a Dask task failed: {type(error).__name__}: {text}") from None
 
     def _assemble(self, results: Sequence[BlockResult], sink: OutputSet, folder: Path) -> None:
         """Every output from a VRT over its parts, written strip by strip into the run's own writer."""

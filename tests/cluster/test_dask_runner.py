@@ -101,6 +101,17 @@ def test_wide_generated_raster_is_bit_identical_over_many_blocks(package, wide_s
     assert _leftovers(tmp_path / "dask") == []
 
 
+def test_a_job_beside_another_current_client_runs_on_its_own_client(package, wide_scene, tmp_path, cluster):
+    """A user's own client set as current in this process (the QGIS Python console, a notebook) must not
+    carry the job's waiting: it waits on the job's client (local:2 here) and gives the same bits."""
+    _, client = cluster
+    single, _ = _run(package, wide_scene, tmp_path / "single")
+    with client.as_current():
+        parallel, _ = _run(package, wide_scene, tmp_path / "dask", "local:2")
+    _assert_identical(single, parallel)
+    assert _leftovers(tmp_path / "dask") == []
+
+
 def test_a_worker_killed_mid_job_is_replaced_and_the_output_is_identical(package, wide_scene, tmp_path, cluster):
     address, client = cluster
     single, _ = _run(package, wide_scene, tmp_path / "single")
