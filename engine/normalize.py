@@ -19,7 +19,9 @@ def percentile_range(data: np.ndarray, valid: np.ndarray, low: float, high: floa
         raise EngineError("a layer has no valid pixel inside the output extent (nodata everywhere)")
     values = data[:, valid]
     lo, hi = np.percentile(values, [low, high], axis=1).astype(np.float32)
-    return lo, np.maximum(hi, lo + 1e-6)
+    # A band of one value has no spread: a floor relative to its magnitude keeps 1 / (hi - lo) finite
+    # (a float32 128 + 1e-6 is 128 again, and the whole layer became NaN).
+    return lo, np.maximum(hi, lo + np.maximum(np.abs(lo), 1.0) * np.float32(1e-5))
 
 
 def own_statistics(data: np.ndarray, valid: np.ndarray, spec: Normalization) -> Optional[Range]:

@@ -235,6 +235,10 @@ class SourceReader:
                              f"(beyond ±{PLAUSIBLE_HEIGHT_M:,.0f} m); they are treated as nodata")
         if spec.kind == "optical":
             data, valid = self.sample()
+            if valid.any() and np.ptp(data[:, valid]) == 0:
+                warn(f"the {spec.name} layer '{self.source.path}' holds one value ({data[0, valid][0]:.4g}) on every "
+                     "pixel inside the output extent: it shows nothing, so the map rests on the other layers "
+                     "(or is uniform); check that it is the image you meant")
             fit = fit_to_recipe(data, valid, spec.normalization)
             if fit is not None:
                 self.stretch = (fit.gain, fit.offset)

@@ -113,3 +113,39 @@ def test_absurd_heights_become_nodata_and_no_output_holds_nan(package, houses, t
         assert (values[:, is_valid] >= 0).all(), name
     assert np.allclose(outputs["robustness"][is_valid], 1.0)  # elevation only: its share is 1
     assert np.allclose(outputs["probabilities"].sum(axis=0)[is_valid], 1.0, atol=1e-4)
+
+
+def test_a_one_value_optical_layer_runs_with_a_warning_and_finite_outputs(houses, tmp_path):
+    """A flat grey image (every pixel 128) through a percentile recipe: its stretch has no spread, which
+    once made every input NaN and the run fail with 'no valid pixel in common'."""
+    from modalseg.engine import load_package
+    from tests.fixtures.paths import REPO_ROOT
+
+    percentile_package = load_package(REPO_ROOT / "resources" / "models" / "modalseg-optical-urban")
+    assert percentile_package.metadata.modality("optical").normalization.type == "percentile"
+    ds = gdal.Open(str(houses["rgb"]))
+    grey = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "grey.tif"), ds.RasterXSize, ds.RasterYSize, 3)
+    grey.SetGeoTransform(ds.GetGeoTransform())
+    grey.SetProjection(ds.GetProjection())
+    for band in range(1, 4):
+        grey.GetRasterBand(band).Fill(128)
+    grey = None
+    report, outputs = _run(percentile_package, {"optical": LayerInput(str(tmp_path / "grey.tif"))}, tmp_path / "out")
+    assert (f"the optical layer '{tmp_path / 'grey.tif'}' holds one value (128) on every pixel inside the output "
+            "extent: it shows nothing, so the map rests on the other layers (or is uniform); check that it is the "
+            "image you meant") in report.warnings
+    assert not [w for w in report.warnings if "non-finite" in w]
+    classes = outputs["classes"]
+    assert (classes != class_nodata_value(percentile_package.metadata.classes)).all()
+    for name in FLOAT_OUTPUTS:
+        assert np.isfinite(outputs[name]).all(), name
+    assert np.allclose(outputs["probabilities"].sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_the_percentile_range_of_a_one_value_band_has_a_spread():
+    from modalseg.engine.normalize import percentile_range
+
+    data = np.stack([np.full((4, 4), 128.0, np.float32), np.full((4, 4), 0.0, np.float32)])
+    low, high = percentile_range(data, np.ones((4, 4), bool), 2.0, 98.0)
+    assert np.all(high > low) and np.all(np.isfinite(1.0 / (high - low)))
+    assert np.allclose(low, [128.0, 0.0])
