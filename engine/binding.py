@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from osgeo import gdal
+
 from .errors import WARNING_PREFIX, EngineError
 from .false_colour import IRC_BAND_NAMES, NIR_POSITION, RED_GREEN_POSITIONS, check_true_colour, irc_bands
 from .grid import grid_of, open_raster
@@ -105,8 +107,17 @@ def _choose_bands(spec: ModalitySpec, role: str, layer: LayerInput) -> Tuple[int
         return bands
     if count < spec.bands:
         raise EngineError(f"the {role} layer '{layer.path}' has {count} band(s) but the model needs "
-                          f"{spec.bands} ({wanted})")
+                          f"{spec.bands} ({wanted}){_palette_hint(layer.path, count)}")
     return tuple(range(1, spec.bands + 1))
+
+
+def _palette_hint(path: str, count: int) -> str:
+    """How to turn a colour-indexed image (one band of palette entries) into the bands it shows."""
+    ds = open_raster(path)  # held while its band is read: a band outliving its dataset crashes GDAL
+    if count != 1 or ds.GetRasterBand(1).GetColorInterpretation() != gdal.GCI_PaletteIndex:
+        return ""
+    return ("; it is a colour-indexed (palette) image: expand its colours into red, green and blue bands first "
+            "(Raster ▸ Conversion ▸ PCT to RGB in QGIS, or gdal_translate -expand rgb)")
 
 
 def _elevation_source(spec: ModalitySpec, layer: LayerInput, dtm: Optional[LayerInput],

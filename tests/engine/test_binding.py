@@ -48,6 +48,24 @@ def test_wrong_band_count_is_refused(rasters):
         bind_modalities(META, {"optical": LayerInput(rasters["single"])})
 
 
+def test_a_palette_image_is_refused_with_how_to_expand_it(tmp_path):
+    from osgeo import gdal
+
+    path = write_raster(tmp_path / "palette.tif", (np.arange(600) % 7).reshape(20, 30).astype(np.uint8), 32631, GT)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    colours = gdal.ColorTable()
+    for index in range(7):
+        colours.SetColorEntry(index, (index * 30, 200 - index * 20, 90, 255))
+    ds.GetRasterBand(1).SetColorTable(colours)
+    ds = None
+    with pytest.raises(EngineError) as raised:
+        bind_modalities(META, {"optical": LayerInput(str(path))})
+    assert str(raised.value) == (
+        f"the optical layer '{path}' has 1 band(s) but the model needs 3 (red, green, blue); it is a "
+        "colour-indexed (palette) image: expand its colours into red, green and blue bands first (Raster ▸ "
+        "Conversion ▸ PCT to RGB in QGIS, or gdal_translate -expand rgb)")
+
+
 def test_no_layer_is_refused():
     with pytest.raises(EngineError, match="at least one input layer"):
         bind_modalities(META, {})
