@@ -9,6 +9,7 @@ not import ``models``). Both runtimes are imported lazily so the plugin loads wi
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -19,6 +20,11 @@ from .precision import choose_graph
 from .vocabulary import DEVICES, PRECISIONS, RUNTIMES, check_key
 
 NetworkLoader = Callable[[ModelPackage], Any]  # package -> torch module (its weights loaded)
+# On a CPU a batch is split between this many concurrent runs of the one session, each with its share
+# of the threads: a 256 px tile's many small operators leave intra-op threads waiting at every
+# barrier, while runs on separate tiles never wait for each other (bare runtime, 2 cores, batch 4:
+# see the README's benchmarks table). ONNX Runtime's Run may be called from several threads at once.
+CPU_STREAMS = 2
 Outputs = Tuple[np.ndarray, Optional[np.ndarray]]  # logits B x N x H x W, robustness B x K x H x W
 
 
@@ -80,10 +86,13 @@ class OnnxRunner:
         if self.session is None:
             raise EngineError("CUDA was requested but onnxruntime could not start on the GPU")
         self._outputs = [o.name for o in self.session.get_outputs()]
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     def _session(self, providers):
         options = self._ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        # the concurrent runs a batch is split into: on a CPU, CPU_STREAMS when there are the threads
+        self.streams = min(CPU_STREAMS, self.threads) if providers[0] == "CPUExecutionProvider" else 1
+        options.intra_op_num_threads = max(1, self.threads // self.streams)
         options.inter_op_num_threads = 1
         # Idle intra-op threads sleep instead of spinning, leaving the cores' gaps to the engine's
         # reader and writer threads (measured: the session itself is no slower).
@@ -99,7 +108,12 @@ class OnnxRunner:
     def device(self) -> str:
         if self.on_gpu:
             return f"GPU (onnxruntime CUDAExecutionProvider, {self.graph.describe()})"
-        return f"CPU (onnxruntime CPUExecutionProvider, {self.threads} threads, {self.graph.describe()})"
+        if self.streams > 1:
+            threads = (f"{self.threads} threads: {self.streams} tiles' runs at once, "
+                       f"{self.threads // self.streams} thread(s) each")
+        else:
+            threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}"
+        return f"CPU (onnxruntime CPUExecutionProvider, {threads}, {self.graph.describe()})"
 
     @property
     def precision(self) -> str:
@@ -111,7 +125,18 @@ class OnnxRunner:
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Outputs:
         wanted = [LOGITS_OUTPUT] + ([ROBUSTNESS_OUTPUT] if ROBUSTNESS_OUTPUT in self._outputs else [])
-        results = self.session.run(wanted, feeds)
+        batch = next(iter(feeds.values())).shape[0]
+        streams = min(self.streams, batch)
+        if streams == 1:
+            results = self.session.run(wanted, feeds)
+        else:  # every feed is batch-first (tiles, presence rows): each run takes its rows of all of them
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CPU_STREAMS, "modalseg-runtime")
+            edges = np.linspace(0, batch, streams + 1).round().astype(int)
+            parts = [self._pool.submit(self.session.run, wanted, {k: v[a:b] for k, v in feeds.items()})
+                     for a, b in zip(edges[:-1], edges[1:])]
+            runs = [part.result() for part in parts]
+            results = [np.concatenate([run[i] for run in runs]) for i in range(len(wanted))]
         return results[0], (results[1] if len(results) > 1 else None)
 
 
