@@ -70,6 +70,16 @@ class OnnxPredictor:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS since it started its program: VmHWM (Linux) resets at exec, while
+    ru_maxrss keeps the peak of the process it was forked from (a benchmark's child measuring one run
+    reported the benchmark's own peak, so every size looked the same)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .common import REPO_ROOT, expose_plugin_package
+from .common import REPO_ROOT, expose_plugin_package, peak_rss_mb
 
 TILE, OVERLAP, ROWS_PER_BLOCK, BLOCK_WIDTH = 512, 32, 2, 1024
 SHEETS, SHEET_PX = 10_000, 5000  # a national job: 10⁴ sheets of 5000² px (1 km² at 0.2 m)
@@ -104,20 +103,6 @@ def differences(a, b) -> str:
     return ", ".join(counts)
 
 
-def _peak_rss_mb() -> float:
-    """This process's peak RSS since it started its program: VmHWM (Linux) resets at exec, while
-    ru_maxrss keeps the RSS of the process it was forked from (a spawned worker would report the
-    benchmark's own peak)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def on_cluster(workers: int, job):
     """``job(address)`` on a fresh LocalCluster of ``workers`` processes; returns its result, the
     cluster's start-up seconds and the peak RSS (MB) of each worker."""
@@ -130,7 +115,7 @@ def on_cluster(workers: int, job):
         client.run(lambda: __import__("modalseg.engine.distributed") and __import__("onnxruntime"))
         startup = time.perf_counter() - started
         result = job(cluster.scheduler_address)
-        peaks = sorted(client.run(_peak_rss_mb).values())
+        peaks = sorted(client.run(peak_rss_mb).values())
     return result, startup, peaks
 
 
