@@ -144,8 +144,10 @@ def _runner(job: BlockJob):
     return _RUNNERS[key]
 
 
-def run_block_task(job: BlockJob, block: Block, parts: OutputPaths, parts_folder: str) -> BlockResult:
-    """One Dask task: run ``block`` exactly as the single-process path does and publish its part files.
+def run_block_task(job: BlockJob, block: Block, parts: OutputPaths, parts_folder: str,
+                   scratch: bool = False) -> BlockResult:
+    """One Dask task: run ``block`` exactly as the single-process path does and publish its part files
+    (``scratch``: written as the outputs they are parts of, ``OutputSet``'s scratch files).
 
     It stops when the client cancelled the job (the parts folder gone or marked)."""
     folder = Path(parts_folder)
@@ -165,7 +167,7 @@ def run_block_task(job: BlockJob, block: Block, parts: OutputPaths, parts_folder
                 readers[name].stretch = stretch
             pipeline = TilePipeline(job.plan, readers, job.stats, meta, runner, job.presence, job.blend,
                                     job.batch_size, warnings.append, cancelled)
-            part = OutputSet(parts, block_grid(job.grid, block), meta, job.used, warnings.append)
+            part = OutputSet(parts, block_grid(job.grid, block), meta, job.used, warnings.append, scratch)
             try:
                 for _ in pipeline.run_block(block, _ShiftedSink(part, block.columns.start, block.rows.start)):
                     pass
@@ -250,7 +252,8 @@ class DaskBlocks:
         futures = {}
         for index, block in enumerate(blocks):
             parts = OutputPaths(**{name: str(folder / f"block-{index:06d}-{name}.tif") for name in outputs})
-            future = client.submit(run_block_task, self.job, block, parts, str(folder), retries=TASK_RETRIES,
+            future = client.submit(run_block_task, self.job, block, parts, str(folder), sink.scratch,
+                                   retries=TASK_RETRIES,
                                    pure=False, key=f"modalseg-block-{folder.name[-8:]}-{index}")
             futures[future] = index
         total = sum(tile_count(block) for block in blocks)

@@ -197,10 +197,14 @@ def _run_resampled(pipeline: TilePipeline, run_blocks: Callable[..., None], netw
         robustness=str(sink.folder / f".modalseg-scratch-{tag}-robustness.tif") if sink.needs_robustness
         else None,
         probabilities=str(sink.folder / f".modalseg-scratch-{tag}-probabilities.tif"))
-    coarse = OutputSet(scratch, network_grid, meta, used, pipeline.warn)
+    coarse = OutputSet(scratch, network_grid, meta, used, pipeline.warn, scratch=True)
     try:
         run_blocks(coarse, lambda f, text: progress(0.9 * f, text), options.tile_rows_per_block,
                    options.max_block_width)
+        # Which output pixels are valid: GDAL's bilinear warp of the one-band class scratch, whose nodata
+        # marks where no tile landed (its values are not used); the many-band float scratch carries
+        # no nodata value, so GDAL warps it with its fast kernel (2.5 times faster on 6 bands).
+        validity = BandReader(coarse.writers["classes"].close_for_reading(), (1,), grid, "bilinear")
         probabilities = BandReader(coarse.writers["probabilities"].close_for_reading(),
                                    tuple(range(1, len(meta.classes) + 1)), grid, "bilinear")
         robustness = (BandReader(coarse.writers["robustness"].close_for_reading(), tuple(range(1, len(used) + 1)),
@@ -210,16 +214,21 @@ def _run_resampled(pipeline: TilePipeline, run_blocks: Callable[..., None], netw
             if pipeline.is_cancelled():
                 raise Cancelled("cancelled by the user")
             h = min(rows_per_strip, grid.height - y)
-            p, valid = probabilities.read(0, y, grid.width, h)
+            # Where no tile landed the float scratch holds 0 in every band, and elsewhere probabilities
+            # and robustness shares each sum to 1: so the bilinear sum of a pixel's bands is the weight of
+            # its valid neighbours, and dividing by it averages over those alone, as a nodata-aware warp does.
+            _, valid = validity.read(0, y, grid.width, h)
+            p, _ = probabilities.read(0, y, grid.width, h)
             p /= np.maximum(p.sum(axis=0, keepdims=True), 1e-12)
             full_robustness = None
             if robustness is not None:
-                r, r_valid = robustness.read(0, y, grid.width, h)
-                valid &= r_valid
+                r, _ = robustness.read(0, y, grid.width, h)
+                r /= np.maximum(r.sum(axis=0, keepdims=True), 1e-12)
                 full_robustness = np.zeros((len(meta.modalities), h, grid.width), np.float32)
                 full_robustness[sink.used_index] = r
             sink.write(FinishedRows(y, p, full_robustness, valid.astype(np.float32)))
             progress(0.9 + 0.1 * (y + h) / grid.height, "")
+        validity.close()
         probabilities.close()
         if robustness is not None:
             robustness.close()

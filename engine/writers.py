@@ -80,8 +80,9 @@ def folder_problem(folder: Path) -> Optional[str]:
 
 
 class GeoTiffWriter:
-    def __init__(self, path: str, grid: Grid, bands: int, dtype, nodata: float,
+    def __init__(self, path: str, grid: Grid, bands: int, dtype, nodata: Optional[float],
                  descriptions: Sequence[str] = ()):
+        """``nodata`` None: the bands carry no nodata value (a scratch file that is read back only)."""
         self.path = Path(path)
         if self.path.suffix.lower() not in (".tif", ".tiff"):
             raise EngineError(f"output '{path}' must be a GeoTIFF (.tif)")
@@ -102,7 +103,8 @@ class GeoTiffWriter:
         self.dataset.SetProjection(grid.crs_wkt)
         for i in range(bands):
             band = self.dataset.GetRasterBand(i + 1)
-            band.SetNoDataValue(nodata)
+            if nodata is not None:
+                band.SetNoDataValue(nodata)
             if i < len(descriptions):
                 band.SetDescription(descriptions[i])
 
@@ -207,7 +209,8 @@ def class_nodata_value(classes: Sequence[ClassInfo]) -> int:
 FLOAT_NODATA = -1.0
 
 
-def float_writer(path: Optional[str], grid: Grid, descriptions: Sequence[str]) -> Optional[GeoTiffWriter]:
+def float_writer(path: Optional[str], grid: Grid, descriptions: Sequence[str],
+                 nodata: Optional[float] = FLOAT_NODATA) -> Optional[GeoTiffWriter]:
     if not path:
         return None
-    return GeoTiffWriter(path, grid, len(descriptions), np.float32, FLOAT_NODATA, descriptions)
+    return GeoTiffWriter(path, grid, len(descriptions), np.float32, nodata, descriptions)
