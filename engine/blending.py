@@ -26,6 +26,13 @@ class FinishedRows:
         return self.scores / np.where(self.weight > 0, self.weight, 1.0)
 
 
+def divide_by_band_sum(bands: np.ndarray) -> np.ndarray:
+    """``bands`` (bands x h x w) divided in place by their sum per pixel, so shares sum to 1; a pixel
+    whose bands are all 0 stays 0."""
+    bands /= np.maximum(bands.sum(axis=0, keepdims=True), 1e-12)
+    return bands
+
+
 def weighted_softmax(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``softmax(logits, axis=0) * weights`` for one tile (classes x h x w), computed in place in
     ``logits``: one pass fewer and no temporaries, since this runs for every tile."""

@@ -10,7 +10,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import dominant
-from .blending import FinishedRows
+from .blending import FinishedRows, divide_by_band_sum
 from .errors import EngineError
 from .grid import Grid
 from .package import PackageMetadata
@@ -156,8 +156,7 @@ class OutputSet:
         self.writers["classes"].write(rows.y, classes, rows.x)
         self.counts += np.bincount(classes[valid], minlength=256)
         if self.needs_robustness:
-            robustness = rows.robustness[self.used_index]
-            robustness /= np.maximum(robustness.sum(axis=0, keepdims=True), 1e-12)
+            robustness = divide_by_band_sum(rows.robustness[self.used_index])
             if "dominant" in self.writers:
                 leads = dominant.dominant_codes(robustness)
                 leads[invalid] = dominant.NODATA

@@ -10,7 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .binding import Source, reference_order
-from .blending import FinishedRows
+from .blending import FinishedRows, divide_by_band_sum
 from .errors import WARNING_PREFIX, Cancelled, EngineError
 from .gdal_mode import gdal_exceptions
 from .grid import Grid, GridRequest, reference_grid
@@ -218,12 +218,10 @@ def _run_resampled(pipeline: TilePipeline, run_blocks: Callable[..., None], netw
             # and robustness shares each sum to 1: so the bilinear sum of a pixel's bands is the weight of
             # its valid neighbours, and dividing by it averages over those alone, as a nodata-aware warp does.
             _, valid = validity.read(0, y, grid.width, h)
-            p, _ = probabilities.read(0, y, grid.width, h)
-            p /= np.maximum(p.sum(axis=0, keepdims=True), 1e-12)
+            p = divide_by_band_sum(probabilities.read(0, y, grid.width, h)[0])
             full_robustness = None
             if robustness is not None:
-                r, _ = robustness.read(0, y, grid.width, h)
-                r /= np.maximum(r.sum(axis=0, keepdims=True), 1e-12)
+                r = divide_by_band_sum(robustness.read(0, y, grid.width, h)[0])
                 full_robustness = np.zeros((len(meta.modalities), h, grid.width), np.float32)
                 full_robustness[sink.used_index] = r
             sink.write(FinishedRows(y, p, full_robustness, valid.astype(np.float32)))
