@@ -87,6 +87,7 @@ class OnnxRunner:
             raise EngineError("CUDA was requested but onnxruntime could not start on the GPU")
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._pool: Optional[ThreadPoolExecutor] = None
+        self.batch_limit: Optional[int] = None  # tiles per run once the GPU ran out of memory (run_with_fallback)
 
     def _session(self, providers):
         options = self._ort.SessionOptions()
@@ -162,6 +163,7 @@ class TorchRunner:
             self.network = load_network(package).to(self._device).eval()
         except ValueError as exc:
             raise EngineError(str(exc)) from None
+        self.batch_limit: Optional[int] = None  # tiles per run once the GPU ran out of memory (run_with_fallback)
 
     @property
     def on_gpu(self) -> bool:
@@ -214,20 +216,30 @@ def make_runner(package: ModelPackage, runtime: str = "onnx", device: str = "aut
 
 
 def run_with_fallback(runner, feeds: Dict[str, np.ndarray], warn: Callable[[str], None]) -> Outputs:
-    """Run a batch; on GPU out-of-memory split the batch, and at a single tile move to the CPU."""
-    try:
-        return runner.run(feeds)
-    except Exception as exc:  # runtimes raise their own types; only memory errors are retried
-        if not (runner.on_gpu and is_out_of_memory(exc)):
-            raise
+    """Run a batch in parts of at most ``runner.batch_limit`` tiles; on GPU out-of-memory halve that
+    limit (said once per halving) and, at a single tile, move to the CPU. The limit is kept on the
+    runner, so later batches start at the size that fitted instead of failing again (seen on a
+    capped H200: without it every batch of a run re-split from the top, with a warning per split)."""
     batch = next(iter(feeds.values())).shape[0]
-    if batch > 1:
-        half = batch // 2
-        warn(f"GPU out of memory with {batch} tiles per batch; retrying with {half}")
-        first = run_with_fallback(runner, {k: v[:half] for k, v in feeds.items()}, warn)
-        second = run_with_fallback(runner, {k: v[half:] for k, v in feeds.items()}, warn)
-        robustness = None if first[1] is None else np.concatenate([first[1], second[1]])
-        return np.concatenate([first[0], second[0]]), robustness
-    warn("GPU out of memory even for a single tile; continuing on the CPU")
-    runner.to_cpu()
-    return runner.run(feeds)
+    parts: List[Outputs] = []
+    start = 0
+    while start < batch:
+        size = min(runner.batch_limit or batch, batch - start)
+        try:
+            parts.append(runner.run({k: v[start:start + size] for k, v in feeds.items()}))
+        except Exception as exc:  # runtimes raise their own types; only memory errors are retried
+            if not (runner.on_gpu and is_out_of_memory(exc)):
+                raise
+            if size > 1:
+                runner.batch_limit = size // 2
+                warn(f"GPU out of memory with {size} tiles per batch; continuing with {runner.batch_limit}")
+            else:
+                warn("GPU out of memory even for a single tile; continuing on the CPU")
+                runner.to_cpu()
+                runner.batch_limit = None
+            continue
+        start += size
+    if len(parts) == 1:
+        return parts[0]
+    robustness = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+    return np.concatenate([p[0] for p in parts]), robustness

@@ -407,10 +407,14 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
             log(f"step {step}/{steps} loss {loss_avg:.3f} " + (f"({parts}) " if parts else "")
                 + f"lr {opt.param_groups[0]['lr']:.2e} {el / 60:.1f} min, eta {eta / 60:.1f} min")
         if step % int(tr.get("val_every", 200)) == 0 or step == steps:
-            res = evaluate(ema_net if ema_net is not None else net, val_areas, groups, cfg, subsets="full")
+            # train.selection_subsets "all": choose on the mean over every modality subset (the paths a
+            # user with one layer gets), not only on all modalities together (cheaper, the default)
+            res = evaluate(ema_net if ema_net is not None else net, val_areas, groups, cfg,
+                           subsets=tr.get("selection_subsets", "full"))
             score = selection_score(res)
             history.append({"step": step, "loss": round(loss_avg, 4), "val": round(score, 4)})
-            summary = ", ".join(f"{g}: {next(iter(r['subsets'].values()))['miou']}" for g, r in res.items())
+            summary = ", ".join(f"{g}: " + " / ".join(f"{k} {v['miou']}" for k, v in r["subsets"].items())
+                                for g, r in res.items())
             log(f"  val step {step}: score {score:.4f} ({summary})")
             if score > best:
                 best, best_state = score, copy.deepcopy((ema_net if ema_net is not None else net).state_dict())

