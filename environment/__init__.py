@@ -20,8 +20,9 @@ from .installer import (InstallError, InstallResult, activate, deps_folder, inst
                         uninstall)
 from .pins import COMPONENTS, PROFILES, Component, missing_components, usable_version
 from .plan import InstallPlan, make_plan
-from .probes import GpuInfo, detect_nvidia_gpu, find_python
+from .probes import GpuInfo, detect_nvidia_gpu, find_python, unused_gpu_advice
 
 __all__ = ["COMPONENTS", "PROFILES", "Component", "DiagnosticsReport", "GpuInfo", "InstallError", "InstallPlan",
            "InstallResult", "activate", "collect_report", "deps_folder", "detect_nvidia_gpu", "find_python",
-           "install", "make_plan", "missing_components", "read_manifest", "uninstall", "usable_version"]
+           "install", "make_plan", "missing_components", "read_manifest", "uninstall", "unused_gpu_advice",
+           "usable_version"]

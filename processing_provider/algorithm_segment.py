@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..engine.errors import WARNING_PREFIX
 from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, PRECISIONS, RUNTIMES, SAR_SCALES,
                                  key_at, labels)
 from .base import is_set
@@ -254,6 +255,7 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             raise QgsProcessingException(failure)
 
         self._log_report(feedback, package.metadata, report)
+        self._advise_on_an_unused_gpu(feedback, parameters, context, report)
         styles = output_styles((c.value, c.name, c.color) for c in package.metadata.classes)
         input_name = input_layer_name(self, parameters, context, self.INPUT_LAYER_PARAMETERS)
         results: Dict[str, Any] = {}
@@ -318,6 +320,20 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
             ground_window_m=self.parameterAsDouble(parameters, self.GROUND_WINDOW, context),
             precision=key_at(PRECISIONS, self.parameterAsEnum(parameters, self.PRECISION, context)),
             scheduler=self.parameterAsString(parameters, self.DASK_SCHEDULER, context).strip() or None)
+
+    def _advise_on_an_unused_gpu(self, feedback: QgsProcessingFeedback, parameters: Dict[str, Any],
+                                 context: QgsProcessingContext, report: Any) -> None:
+        from ..environment import unused_gpu_advice
+
+        device = key_at(DEVICES, self.parameterAsEnum(parameters, self.DEVICE, context))
+        if device != "auto" or not report.device.startswith("CPU (onnxruntime"):
+            return  # nothing to probe: onnxruntime is imported only once it ran
+        import onnxruntime
+
+        advice = unused_gpu_advice(device, report.device,
+                                   "CUDAExecutionProvider" in onnxruntime.get_available_providers())
+        if advice:
+            self.engine_log(feedback, f"{WARNING_PREFIX}{advice}.")
 
     @staticmethod
     def _log_report(feedback: QgsProcessingFeedback, metadata: Any, report: Any) -> None:

@@ -230,3 +230,19 @@ def test_find_python_here_is_a_working_interpreter():
     found = find_python()
     assert Path(found).is_file()
     assert found == sys.executable  # in a venv, the venv's python (it has the venv's paths)
+
+
+def test_unused_gpu_advice_only_for_an_auto_cpu_run_of_an_onnxruntime_without_cuda_beside_a_gpu():
+    from modalseg.environment.probes import unused_gpu_advice
+
+    gpu = GpuInfo(True, ["NVIDIA H200"])
+    cpu_run = "CPU (onnxruntime CPUExecutionProvider, 2 threads, fp32 graph 'x.onnx')"
+    advice = unused_gpu_advice("auto", cpu_run, False, lambda: gpu)
+    assert advice.startswith("this machine has NVIDIA H200, but the run used the CPU: the installed onnxruntime "
+                             "has no CUDA support. Run 'Install dependencies' with 'CUDA builds'")
+    asked = []
+    for case in [("cpu", cpu_run, False), ("auto", "GPU (onnxruntime CUDAExecutionProvider, ...)", True),
+                 ("auto", cpu_run, True), ("auto", "CPU (torch, 2 threads)", False)]:
+        assert unused_gpu_advice(*case, lambda: asked.append(case) or gpu) is None
+    assert asked == []  # the probes (nvidia-smi can take seconds) run only when the rest holds
+    assert unused_gpu_advice("auto", cpu_run, False, lambda: NO_GPU) is None

@@ -251,3 +251,24 @@ def test_cancel_leaves_no_output(qgis_app, demo, model_package, tmp_path):
         algorithm.run(params, context, feedback, {}, False)
     assert not any(tmp_path.glob("*.tif"))
     del algorithm, context
+
+
+@pytest.mark.parametrize("device, advised", [(0, True), (1, False)])  # DEVICES: auto, cpu
+def test_a_cpu_run_beside_an_nvidia_gpu_says_how_to_use_the_gpu(qgis_app, demo, model_package, tmp_path,
+                                                                 monkeypatch, device, advised):
+    """This onnxruntime (CI's) has no CUDA provider; the GPU probes are told an NVIDIA GPU is there."""
+    import processing
+
+    from modalseg.environment import probes
+    from tests.plugin.helpers import recording_feedback
+
+    monkeypatch.setattr(probes, "detect_nvidia_gpu", lambda: probes.GpuInfo(True, ["NVIDIA RTX A2000"]))
+    feedback = recording_feedback()
+    processing.run("modalseg:segment", {"OPTICAL": demo["rgb"], "ELEVATION": demo["ndsm"], "ELEVATION_TYPE": 2,
+                                        "MODEL_FILE": str(model_package), "DEVICE": device,
+                                        "OUTPUT": str(tmp_path / "classes.tif")}, feedback=feedback)
+    advice = [w for w in feedback.warnings if "NVIDIA RTX A2000" in w]
+    assert advice == ([
+        "Warning: this machine has NVIDIA RTX A2000, but the run used the CPU: the installed onnxruntime has no "
+        "CUDA support. Run 'Install dependencies' with 'CUDA builds' (it installs onnxruntime-gpu) to run on the "
+        "GPU, several times faster."] if advised else [])
