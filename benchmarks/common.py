@@ -10,27 +10,20 @@ from __future__ import annotations
 import json
 import os
 import resource
-import sys
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
 
+if __package__ in (None, ""):  # imported as a top-level module by accuracy.py / few_labels.py run as files
+    from plugin_path import REPO_ROOT, expose_plugin_package  # type: ignore
+else:
+    from .plugin_path import REPO_ROOT, expose_plugin_package
+
 gdal.UseExceptions()
-REPO_ROOT = Path(__file__).resolve().parents[1]
 ORIGIN = (500000.0, 6000000.0)
 PIXEL = 0.5
-
-
-def expose_plugin_package() -> None:
-    """Make ``import modalseg`` work from a checkout with any folder name."""
-    link_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "modalseg-bench-path"
-    link_dir.mkdir(exist_ok=True)
-    link = link_dir / "modalseg"
-    if not link.exists():
-        link.symlink_to(REPO_ROOT, target_is_directory=True)
-    sys.path.insert(0, str(link_dir))
 
 
 def shared_data_folder() -> Path:

@@ -8,8 +8,10 @@ import signal
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from ..engine.errors import WARNING_PREFIX
 from ..engine.vocabulary import (BLEND_WINDOWS, DEFAULT_GROUND_WINDOW_M, DEVICES, ELEVATION_TYPES, OPTICAL_TYPES,
                                  PRECISIONS, RUNTIMES, SAR_SCALES, keys)
+from ..environment import unused_gpu_advice
 from ..processing_provider.paths import BUNDLED_MODELS_DIR, DEFAULT_BUNDLED_MODEL
 from .progress import ProgressBar
 
@@ -232,6 +234,10 @@ def run(args: argparse.Namespace, log=print) -> int:
             bar.close()
     log(f"Ran {report.tiles} tiles on {report.device} in {report.seconds:.1f} s ({report.model_seconds:.1f} s in "
         "the model).")
+    advice = unused_gpu_advice(args.device, report.device, "Install onnxruntime-gpu in place of onnxruntime "
+                               "(pip install onnxruntime-gpu)")
+    if advice:
+        log(f"{WARNING_PREFIX}{advice}.")
     names = {c.value: c.name for c in package.metadata.classes}
     total = sum(report.class_counts.values()) or 1
     for value, count in sorted(report.class_counts.items()):

@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -100,6 +100,10 @@ class BlockJob:
     threads: int
     network_loader: Optional[NetworkLoader]
     precision: Optional[str]
+    # one per job: a worker's cached runner serves the blocks of one job, so what its runtime
+    # learned about the GPU (a smaller batch after running out of memory, a move to the CPU) and
+    # warned about in that job's log does not silently carry into the next job
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,9 @@ _RUNNERS: Dict[tuple, Tuple[ModelPackage, object]] = {}
 
 def _runner(job: BlockJob):
     """The package and runtime session of the job, kept by the worker process for the job's next
-    blocks (building an ONNX Runtime session costs more than a small block); a job with other
-    settings replaces them, so a long-lived worker holds one session."""
-    key = (job.package_path, job.runtime, job.device, job.threads, job.precision)
+    blocks (building an ONNX Runtime session costs more than a small block); the next job replaces
+    them, so a long-lived worker holds one session."""
+    key = (job.job_id, job.package_path, job.runtime, job.device, job.threads, job.precision)
     if key not in _RUNNERS:
         _RUNNERS.clear()
         package = load_package(job.package_path)

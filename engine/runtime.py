@@ -221,6 +221,8 @@ def run_with_fallback(runner, feeds: Dict[str, np.ndarray], warn: Callable[[str]
     runner, so later batches start at the size that fitted instead of failing again (seen on a
     capped H200: without it every batch of a run re-split from the top, with a warning per split)."""
     batch = next(iter(feeds.values())).shape[0]
+    if batch == 0:
+        return runner.run(feeds)
     parts: List[Outputs] = []
     start = 0
     while start < batch:
@@ -230,8 +232,8 @@ def run_with_fallback(runner, feeds: Dict[str, np.ndarray], warn: Callable[[str]
         except Exception as exc:  # runtimes raise their own types; only memory errors are retried
             if not (runner.on_gpu and is_out_of_memory(exc)):
                 raise
-            if size > 1:
-                runner.batch_limit = size // 2
+            if size > 1:  # halved from the part that failed (rounded up: a short last part of 3 -> 2)
+                runner.batch_limit = (size + 1) // 2
                 warn(f"GPU out of memory with {size} tiles per batch; continuing with {runner.batch_limit}")
             else:
                 warn("GPU out of memory even for a single tile; continuing on the CPU")

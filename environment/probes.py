@@ -199,18 +199,28 @@ def find_python(executable: Optional[str] = None, base_executable: Optional[str]
         f"no Python {version[0]}.{version[1]} interpreter found for pip; tried: {', '.join(candidates)}")
 
 
-def unused_gpu_advice(requested_device: str, ran_on: str, onnxruntime_has_cuda: bool,
+def onnxruntime_has_cuda() -> bool:
+    """Whether the importable onnxruntime is a CUDA build (imported here: only after a run used it)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def unused_gpu_advice(requested_device: str, ran_on: str, remedy: str,
+                      has_cuda: Callable[[], bool] = onnxruntime_has_cuda,
                       gpu: Callable[[], GpuInfo] = lambda: detect_nvidia_gpu()) -> Optional[str]:
     """A sentence for an ONNX Runtime run that could have used the GPU and did not: device *auto*,
     the run on the CPU because the installed onnxruntime has no CUDA provider, and an NVIDIA GPU
-    with a working driver present. None otherwise; ``gpu`` (the probes) runs only when the rest
-    holds. ``ran_on`` is the runner's description ("CPU (onnxruntime ...)" / "GPU (...)")."""
-    if requested_device != "auto" or not ran_on.startswith("CPU (onnxruntime") or onnxruntime_has_cuda:
+    with a working driver present; ``remedy`` says how to install the CUDA build where the caller
+    runs (the QGIS installer, pip). None otherwise; the probes run only when the rest holds.
+    ``ran_on`` is the runner's description ("CPU (onnxruntime ...)" / "GPU (...)")."""
+    if requested_device != "auto" or not ran_on.startswith("CPU (onnxruntime") or has_cuda():
         return None
     found = gpu()
     if not found.present:
         return None
     names = ", ".join(found.names) or "an NVIDIA GPU"
     return (f"this machine has {names}, but the run used the CPU: the installed onnxruntime has no CUDA "
-            "support. Run 'Install dependencies' with 'CUDA builds' (it installs onnxruntime-gpu) to run "
-            "on the GPU, several times faster")
+            f"support. {remedy} to run on the GPU, several times faster")

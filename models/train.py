@@ -378,6 +378,9 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(last)
 
+    selection_subsets = tr.get("selection_subsets", "full")
+    if selection_subsets not in ("full", "all"):
+        raise ValueError(f"train.selection_subsets must be 'full' or 'all', not {selection_subsets!r}")
     t0 = time.time()
     max_s = float(tr.get("max_minutes", 1e9)) * 60
     loss_avg = None
@@ -410,7 +413,7 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
             # train.selection_subsets "all": choose on the mean over every modality subset (the paths a
             # user with one layer gets), not only on all modalities together (cheaper, the default)
             res = evaluate(ema_net if ema_net is not None else net, val_areas, groups, cfg,
-                           subsets=tr.get("selection_subsets", "full"))
+                           subsets=selection_subsets)
             score = selection_score(res)
             history.append({"step": step, "loss": round(loss_avg, 4), "val": round(score, 4)})
             summary = ", ".join(f"{g}: " + " / ".join(f"{k} {v['miou']}" for k, v in r["subsets"].items())

@@ -152,3 +152,8 @@ class InstallDependenciesAlgorithm(ModalSegAlgorithm):
         feedback.setProgress(100.0 * min(max(fraction, 0.0), 1.0))
         if text:
             feedback.setProgressText(text)
+
+
+# How a run that stayed on the CPU beside an NVIDIA GPU is told to get onnxruntime's CUDA build
+INSTALL_CUDA_BUILD = (f"Run '{InstallDependenciesAlgorithm.DISPLAY_NAME}' with 'CUDA builds' "
+                      "(it installs onnxruntime-gpu)")

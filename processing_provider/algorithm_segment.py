@@ -28,6 +28,7 @@ from .base import is_set
 from .compat import NUMBER_DOUBLE, NUMBER_INTEGER, WKT_PREFERRED_GDAL
 from .dependencies import missing_packages, missing_packages_message
 from .model_inputs import LayersAndModelAlgorithm
+from .algorithm_install_dependencies import INSTALL_CUDA_BUILD
 from .styling import input_layer_name, output_styles, style_when_loaded
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
@@ -325,13 +326,8 @@ class SegmentAlgorithm(LayersAndModelAlgorithm):
                                  context: QgsProcessingContext, report: Any) -> None:
         from ..environment import unused_gpu_advice
 
-        device = key_at(DEVICES, self.parameterAsEnum(parameters, self.DEVICE, context))
-        if device != "auto" or not report.device.startswith("CPU (onnxruntime"):
-            return  # nothing to probe: onnxruntime is imported only once it ran
-        import onnxruntime
-
-        advice = unused_gpu_advice(device, report.device,
-                                   "CUDAExecutionProvider" in onnxruntime.get_available_providers())
+        advice = unused_gpu_advice(key_at(DEVICES, self.parameterAsEnum(parameters, self.DEVICE, context)),
+                                   report.device, INSTALL_CUDA_BUILD)
         if advice:
             self.engine_log(feedback, f"{WARNING_PREFIX}{advice}.")
 

@@ -24,9 +24,8 @@ def start_network(package: ModelPackage, classes: Sequence[ClassInfo], log: Log)
     if new == old:
         return base, dict(package.metadata.extra["torch"]["config"])
     recipe = package.metadata.extra["torch"]
-    config = without_pretrained(recipe["config"])
-    config["num_classes"] = len(new)
-    net = build_network(recipe["architecture"], config)
+    config = dict(recipe["config"], num_classes=len(new))  # the recipe as it was, for the package written
+    net = build_network(recipe["architecture"], without_pretrained(config))
     state = net.state_dict()
     resized = []
     for key, tensor in base.state_dict().items():

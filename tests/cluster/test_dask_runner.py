@@ -236,3 +236,20 @@ def test_workers_that_finish_no_block_in_time_fail_the_job_and_leave_nothing(pac
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
     assert stopped and list((tmp_path / "dask").iterdir()) == []
+
+
+def test_a_workers_cached_runtime_serves_one_job_only(package):
+    """What a worker's runtime learned in one job (a smaller batch after a GPU ran out of memory, said
+    in that job's log) must not carry silently into the next job with the same settings."""
+    from dataclasses import replace
+
+    from modalseg.engine import distributed as dask_runner
+
+    settings = (str(package.onnx_path), (), {}, {}, None, None, None, (), "gaussian", 4, "onnx", "cpu", 1, None, None)
+    job = dask_runner.BlockJob(*settings)  # only what _runner reads is real
+    assert job.job_id != dask_runner.BlockJob(*settings).job_id  # each job its own identity
+    first = dask_runner._runner(job)[1]
+    first.batch_limit = 2
+    assert dask_runner._runner(job)[1] is first and first.batch_limit == 2  # the same job's next block
+    following = dask_runner._runner(replace(job, job_id="the next job"))[1]
+    assert following is not first and following.batch_limit is None

@@ -130,3 +130,16 @@ def test_optical_type_reaches_the_binding(tmp_path, shared_data, capsys):
     assert "is false-colour infrared (bands 1,2,3 as near-infrared, red, green)" in text, text
     assert "bands 2,3 as red, green; blue estimated as a copy of green" in text, text
     assert "{rgb,irc}" in " ".join(_cli("segment", "--help").stdout.split())
+
+
+def test_segment_on_the_cpu_beside_an_nvidia_gpu_says_how_to_get_the_cuda_build(tmp_path, houses, capsys, monkeypatch):
+    """This onnxruntime (CI's) has no CUDA provider; the GPU probes are told an NVIDIA GPU is there."""
+    from modalseg.environment import probes
+
+    monkeypatch.setattr(probes, "detect_nvidia_gpu", lambda: probes.GpuInfo(True, ["NVIDIA L4"]))
+    assert _segment(houses, tmp_path / "auto") == 0
+    assert ("Warning: this machine has NVIDIA L4, but the run used the CPU: the installed onnxruntime has no CUDA "
+            "support. Install onnxruntime-gpu in place of onnxruntime (pip install onnxruntime-gpu) to run on the "
+            "GPU, several times faster.") in capsys.readouterr().out
+    assert _segment(houses, tmp_path / "cpu", "--device", "cpu") == 0
+    assert "NVIDIA L4" not in capsys.readouterr().out

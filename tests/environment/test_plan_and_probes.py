@@ -237,12 +237,12 @@ def test_unused_gpu_advice_only_for_an_auto_cpu_run_of_an_onnxruntime_without_cu
 
     gpu = GpuInfo(True, ["NVIDIA H200"])
     cpu_run = "CPU (onnxruntime CPUExecutionProvider, 2 threads, fp32 graph 'x.onnx')"
-    advice = unused_gpu_advice("auto", cpu_run, False, lambda: gpu)
-    assert advice.startswith("this machine has NVIDIA H200, but the run used the CPU: the installed onnxruntime "
-                             "has no CUDA support. Run 'Install dependencies' with 'CUDA builds'")
+    advice = unused_gpu_advice("auto", cpu_run, "Install it", lambda: False, lambda: gpu)
+    assert advice == ("this machine has NVIDIA H200, but the run used the CPU: the installed onnxruntime has no CUDA "
+                      "support. Install it to run on the GPU, several times faster")
     asked = []
-    for case in [("cpu", cpu_run, False), ("auto", "GPU (onnxruntime CUDAExecutionProvider, ...)", True),
-                 ("auto", cpu_run, True), ("auto", "CPU (torch, 2 threads)", False)]:
-        assert unused_gpu_advice(*case, lambda: asked.append(case) or gpu) is None
+    for device, ran_on, has_cuda in [("cpu", cpu_run, False), ("auto", "GPU (onnxruntime CUDAExecutionProvider)", True),
+                                     ("auto", cpu_run, True), ("auto", "CPU (torch, 2 threads)", False)]:
+        assert unused_gpu_advice(device, ran_on, "", lambda: has_cuda, lambda: asked.append(device) or gpu) is None
     assert asked == []  # the probes (nvidia-smi can take seconds) run only when the rest holds
-    assert unused_gpu_advice("auto", cpu_run, False, lambda: NO_GPU) is None
+    assert unused_gpu_advice("auto", cpu_run, "", lambda: False, lambda: NO_GPU) is None

@@ -3,6 +3,7 @@
 the torch runtime agrees with the ONNX graph, the fine-tuning step runs, the summary line is written."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -29,8 +30,10 @@ def test_prepare_then_check_without_gdal(tmp_path):
                                 "--json", str(tmp_path / "summary.json")],
                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "classes agree on 100.000 %" in out.stdout
+    agreement = float(re.search(r"classes agree on ([\d.]+) %", out.stdout).group(1))
+    assert agreement >= 99.9  # torch and ONNX Runtime on the same CPU, the same weights
     assert "fine-tuning step: ok" in out.stdout and "fallback, batch 64 under a capped allocator: n/a" in out.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary == [f"{PACKAGE} cpu: agreement 100.00 %, speed-up " + summary[0].split("speed-up ")[1]]
-    assert summary[0].endswith("fallback n/a, step ok")
+    assert len(summary) == 1
+    assert re.fullmatch(rf"{PACKAGE} cpu: agreement {agreement:.2f} %, speed-up \d+\.\dx, fallback n/a, step ok",
+                        summary[0]), summary
