@@ -19,7 +19,9 @@ bundled packages of the checkout and needs only numpy, torch and onnxruntime. Pe
   the uncapped run's, and that the next batch starts at the size that fitted (no new warning);
 * one fine-tuning step (the network's own ``training_loss`` with class weights, backward, AdamW)
   on the device: finite loss and weights that moved;
-* ONNX Runtime's providers, and where CUDA is one of them, the package's auto graph on the GPU.
+* ONNX Runtime's providers, and where CUDA is one of them, the package's auto graph on the GPU;
+* last, what the GPU probes find and the advice ``segment`` gives after an auto-device run that
+  stayed on the CPU (``environment.unused_gpu_advice``).
 
 The last line per package: ``<package> cuda: agreement 99.99 %, speed-up 5.5x, fallback ok, step ok``.
 """
@@ -170,7 +172,7 @@ def _training_step(package, feeds, device: str, torch) -> str:
     return f"{'ok' if ok else 'FAILED'} (loss {loss.item():.3f} on {device}, weights moved: {moved})"
 
 
-def check(folder: Path, device: str, repeats: int, timed_tiles: int = 64) -> List[str]:
+def check(folder: Path, device: str, repeats: int, timed_tiles: int = 64, names: Sequence[str] = ()) -> List[str]:
     import onnxruntime as ort
     import torch
 
@@ -185,6 +187,8 @@ def check(folder: Path, device: str, repeats: int, timed_tiles: int = 64) -> Lis
     summary = []
     for npz in sorted(folder.glob("*.npz")):
         name = npz.stem
+        if names and name not in names:
+            continue
         package = load_package(BUNDLED / name)
         fp32 = replace(package, variants={})
         stored = {k: v.astype(np.float32) for k, v in np.load(npz).items()}
@@ -222,8 +226,15 @@ def check(folder: Path, device: str, repeats: int, timed_tiles: int = 64) -> Lis
                   f"{100 * float((g_logits.argmax(1) == ref_logits.argmax(1)).mean()):.3f} %")
         else:
             print("  onnxruntime CUDA provider: not in this onnxruntime build (fp16 graph not run on a GPU)")
+        ran_on = cpu.device
         summary.append(f"{name} {device}: agreement {100 * agreement:.2f} %, speed-up {t_cpu / t_gpu:.1f}x, "
                        f"fallback {fallback.split()[0]}, step {step.split()[0]}")
+    if summary:  # what segment tells a user whose onnxruntime is the CPU build, here with the real probes
+        from modalseg.environment import detect_nvidia_gpu, unused_gpu_advice
+
+        print(f"\nGPU probes: {detect_nvidia_gpu().describe()}")
+        print(f"advice after an auto-device run on {ran_on.split(',')[0]}): "
+              f"{unused_gpu_advice('auto', ran_on, '<how to install the CUDA build>') or 'none'}")
     return summary
 
 
@@ -242,7 +253,7 @@ def main(argv: List[str] = None) -> None:
     if args.prepare:
         prepare(args.prepare, args.count, args.package)
     if args.tiles:
-        summary = check(args.tiles, args.device, args.repeats, args.timed_tiles)
+        summary = check(args.tiles, args.device, args.repeats, args.timed_tiles, args.package)
         print()
         print("\n".join(summary))
         if args.json:
