@@ -49,9 +49,12 @@ def sar_view(path: str, to_db: bool) -> gdal.Dataset:
             function = "<PixelFunctionType>real</PixelFunctionType>"
         nodata = band.GetNoDataValue()
         scale, offset = band.GetScale() or 1.0, band.GetOffset() or 0.0
+        # NaN is declared nodata only where the source declares nodata: warps then skip invalid
+        # pixels exactly as they do for the source itself (a float file with undeclared NaN lets a
+        # NaN reach its neighbours), so dB and the same layer in power give the same valid pixels
         bands.append(
             f'<VRTRasterBand dataType="Float32" band="{number}" subClass="VRTDerivedRasterBand">'
-            f"<NoDataValue>nan</NoDataValue>{function}"
+            + ("<NoDataValue>nan</NoDataValue>" if nodata is not None else "") + function +
             f"<SourceTransferType>{'CFloat32' if complex_samples else 'Float32'}</SourceTransferType>"
             f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
             f"<SourceBand>{number}</SourceBand>"

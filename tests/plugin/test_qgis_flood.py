@@ -95,7 +95,9 @@ def test_sar_in_linear_power_gives_the_same_map_as_in_db(qgis_process, both, spa
     assert f"SAR values (auto): '{linear}' is taken as linear power, converted to dB" in _log(reply), _log(reply)
     reference, inside = both[1]["data"][0], _interior(swath)
     agreement = np.mean(classes["data"][0][inside] == reference[inside])
-    assert agreement >= 0.99, agreement
+    # the issue asks >= 99 %; the network gets the same numbers from both (the power view treats the
+    # swath's undeclared NaN as the dB file's reader does), so only float rounding may differ
+    assert agreement >= 0.999, agreement
     assert (classes["data"][0][~swath] == classes["nodata"][0]).all()
 
 
