@@ -1,5 +1,6 @@
 """The Dask runner on a real LocalCluster (2 worker processes on loopback): the same bits as the
 single-process run, a killed worker, bad input, cancel. Skipped where dask / distributed are absent."""
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -210,9 +211,11 @@ def test_a_scheduler_without_workers_fails_in_one_sentence_and_leaves_nothing(pa
 
 def test_workers_that_finish_no_block_in_time_fail_the_job_and_leave_nothing(package, wide_scene, tmp_path,
                                                                             monkeypatch):
-    """Workers that stop answering would keep the job waiting: once the first block is in, both
-    workers of a cluster of its own are stopped (SIGSTOP); ``STALL_S`` later the job stops, cancels
-    its tasks and removes its parts."""
+    """Workers that stop answering would keep the job waiting: once the job has found its workers
+    (the log line that announces the tasks) and before any task can finish, both workers of a
+    cluster of its own are stopped (SIGSTOP); ``STALL_S`` later the job stops, cancels its tasks and
+    removes its parts folder. (Stopping them at the first finished block instead was a race: on a
+    loaded machine every block could finish before the client saw the first one.)"""
     from modalseg.engine import distributed as runner
 
     monkeypatch.setattr(runner, "STALL_S", 2.0)
@@ -221,20 +224,21 @@ def test_workers_that_finish_no_block_in_time_fail_the_job_and_leave_nothing(pac
         pids = list(client.run(os.getpid).values())
         stopped = []
 
-        def stop_the_workers(fraction, text):
-            if fraction > 0 and not stopped:
+        def stop_the_workers_before_the_tasks(text):
+            if text.startswith("Dask: ") and " blocks as tasks on " in text and not stopped:
                 for pid in pids:
                     os.kill(pid, signal.SIGSTOP)
                 stopped.extend(pids)
 
         try:
-            with pytest.raises(EngineError, match=r"^no Dask task finished in 2 s \(\d+ of \d+ blocks done\): the "
+            with pytest.raises(EngineError, match=r"^no Dask task finished in 2 s \(0 of \d+ blocks done\): the "
                                                   r"workers of 'tcp://.*' stopped or cannot keep up; check that they "
                                                   r"are running, or use fewer tile rows per block$"):
-                _run(package, wide_scene, tmp_path / "dask", local.scheduler_address, progress=stop_the_workers)
+                _run(package, wide_scene, tmp_path / "dask", local.scheduler_address, log=stop_the_workers_before_the_tasks)
         finally:
             for pid in stopped:
-                os.kill(pid, signal.SIGCONT)
+                with contextlib.suppress(ProcessLookupError):  # a nanny may have replaced it meanwhile
+                    os.kill(pid, signal.SIGCONT)
     assert stopped and list((tmp_path / "dask").iterdir()) == []
 
 
