@@ -5,8 +5,8 @@ out-of-memory fallback on a real CUDA allocator error, a fine-tuning step, and O
     python -m benchmarks.cuda --tiles build/cuda-tiles [--device cuda] [--repeats 5]   # on the GPU machine
 
 Two phases, because a GPU machine may have torch and onnxruntime but no GDAL: ``--prepare`` reads
-real rasters through the engine (the bundled demo tile for the urban packages, the SpaceNet 6 SAR +
-RGB tile of ``../shared/data`` for the flood package, when present) and stores, per bundled package,
+real rasters through the engine (the LiDAR HD fields tile of ``../shared/data`` for the urban
+packages, else the bundled demo tile; the SpaceNet 6 SAR + RGB tile for the flood package, when present) and stores, per bundled package,
 its tiles as the engine feeds them (``<package>.npz``, stored as float16); ``--tiles`` loads the
 bundled packages of the checkout and needs only numpy, torch and onnxruntime. Per package it prints:
 
@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -38,6 +36,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from .plugin_path import REPO_ROOT, expose_plugin_package
+from .timing import alternate
 
 BUNDLED = REPO_ROOT / "resources" / "models"
 DEMO = REPO_ROOT / "resources" / "demo"
@@ -85,6 +84,13 @@ def prepare(out: Path, tiles: int, names: Sequence[str] = ()) -> None:
         print(f"{meta.name}: {len(next(iter(feeds.values())))} tiles of {', '.join(sorted(layers))}")
 
 
+def _repeated(feeds: Dict[str, np.ndarray], count: int) -> Dict[str, np.ndarray]:
+    """The tiles repeated in order up to ``count`` (at least all of them once)."""
+    n = len(next(iter(feeds.values())))
+    copies = int(np.ceil(count / n))
+    return {k: np.concatenate([v] * copies)[:max(count, n)] for k, v in feeds.items()}
+
+
 def _batches(feeds: Dict[str, np.ndarray], size: int) -> List[Dict[str, np.ndarray]]:
     n = len(next(iter(feeds.values())))
     return [{k: v[i:i + size] for k, v in feeds.items()} for i in range(0, n, size)]
@@ -102,15 +108,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _median_seconds(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _fallback(runner, feeds, reference: np.ndarray, torch) -> str:
     """The batch of OOM_BATCH tiles with the allocator capped at about 3 batches of 1 tile's peak."""
     from modalseg.engine.runtime import run_with_fallback
@@ -121,8 +118,7 @@ def _fallback(runner, feeds, reference: np.ndarray, torch) -> str:
     base = torch.cuda.memory_allocated()
     runner.run(one)
     per_tile = max(1, torch.cuda.max_memory_allocated() - base)
-    n = len(next(iter(feeds.values())))
-    big = {k: np.concatenate([v] * int(np.ceil(OOM_BATCH / n)))[:OOM_BATCH] for k, v in feeds.items()}
+    big = _repeated(feeds, OOM_BATCH)
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(min(1.0, (base + 3 * per_tile) / total))
@@ -137,7 +133,7 @@ def _fallback(runner, feeds, reference: np.ndarray, torch) -> str:
         torch.cuda.set_per_process_memory_fraction(1.0)
         torch.cuda.empty_cache()
         limit, runner.batch_limit = runner.batch_limit, None
-    expected = np.concatenate([reference] * int(np.ceil(OOM_BATCH / n)))[:OOM_BATCH]
+    expected = _repeated({"classes": reference}, OOM_BATCH)["classes"]
     same = float((logits.argmax(1) == expected).mean())
     ok = first > 0 and len(warnings) == first and same >= 0.9999 and runner.on_gpu
     return (f"{'ok' if ok else 'FAILED'} ({first} warning(s), the last: {warnings[-1] if warnings else 'none'}; "
@@ -192,9 +188,7 @@ def check(folder: Path, device: str, repeats: int, timed_tiles: int = 64, names:
         package = load_package(BUNDLED / name)
         fp32 = replace(package, variants={})
         stored = {k: v.astype(np.float32) for k, v in np.load(npz).items()}
-        # a small real tile set is repeated up to timed_tiles: the speed figures need full batches
-        copies = int(np.ceil(timed_tiles / len(next(iter(stored.values())))))
-        feeds = {k: np.concatenate([v] * copies)[:max(timed_tiles, len(v))] for k, v in stored.items()}
+        feeds = _repeated(stored, timed_tiles)  # a small real tile set: the speed figures need full batches
         batches = _batches(feeds, BATCH)
         tiles = len(next(iter(feeds.values())))
         real = len(next(iter(stored.values())))
@@ -206,9 +200,10 @@ def check(folder: Path, device: str, repeats: int, timed_tiles: int = 64, names:
         prob_diff = float(np.abs(_softmax(logits) - _softmax(ref_logits)).max())
         rob_diff = float(np.abs(rob - ref_rob).max()) if rob is not None else 0.0
         rob_sum = float(np.abs(rob.sum(1) - 1).max()) if rob is not None else 0.0
-        t_cpu = _median_seconds(lambda: _run_all(cpu, batches), repeats)
         sync = torch.cuda.synchronize if gpu.on_gpu else (lambda: None)
-        t_gpu = _median_seconds(lambda: (_run_all(gpu, batches), sync()), repeats)
+        timings = alternate({"cpu": lambda: _run_all(cpu, batches), "gpu": lambda: (_run_all(gpu, batches), sync())},
+                            repeats)
+        t_cpu, t_gpu = timings["cpu"][0], timings["gpu"][0]
         print(f"\n{name} ({real} real tiles of {next(iter(feeds.values())).shape[-1]} px, repeated to {tiles})")
         print(f"  torch on {gpu.device} against onnxruntime fp32 on {cpu.device}: classes agree on "
               f"{100 * agreement:.3f} %, largest probability difference {prob_diff:.2e}, robustness "

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,7 @@ from typing import Callable, Dict, List, Tuple
 
 from .common import REPO_ROOT, cpu_description, expose_plugin_package, make_scene, peak_rss_mb, \
     shared_data_folder
+from .timing import alternate
 
 BUNDLED = REPO_ROOT / "resources" / "models"
 TILE_COUNT = 16
@@ -81,27 +80,6 @@ def graphs(onnx_path: Path, work: Path, threads: int) -> Tuple[object, object, s
         quantize_package(package.onnx_path, default_layer_sets(shared_data_folder()), "int8", copy, threads=threads,
                          log=lambda text: None)
     return fp32, load_variant(load_package(copy), "int8"), "NOT shipped: made for this run (default calibration)"
-
-
-Timing = Tuple[float, float]  # (wall seconds, CPU seconds of this process: every thread's)
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def alternate(runs: Dict[str, Callable[[], None]], repeats: int) -> Dict[str, Timing]:
-    """Median wall and CPU time of each run, the runs alternated ``repeats`` times. CPU time barely
-    moves when other jobs share the cores (wall time does): the two together tell load from work."""
-    samples: Dict[str, List[Timing]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            wall, cpu = time.perf_counter(), cpu_seconds()
-            run()
-            samples[name].append((time.perf_counter() - wall, cpu_seconds() - cpu))
-    return {name: (statistics.median(w for w, _ in values), statistics.median(c for _, c in values))
-            for name, values in samples.items()}
 
 
 def bare_runtime(package, batches: list, threads: int) -> Callable[[], None]:

@@ -132,14 +132,14 @@ class _ShiftedSink:
         self.part.write(replace(rows, x=rows.x - self.x0, y=rows.y - self.y0))
 
 
-_RUNNERS: Dict[tuple, Tuple[ModelPackage, object]] = {}
+_RUNNERS: Dict[str, Tuple[ModelPackage, object]] = {}
 
 
 def _runner(job: BlockJob):
     """The package and runtime session of the job, kept by the worker process for the job's next
     blocks (building an ONNX Runtime session costs more than a small block); the next job replaces
     them, so a long-lived worker holds one session."""
-    key = (job.job_id, job.package_path, job.runtime, job.device, job.threads, job.precision)
+    key = job.job_id  # a job's package and runtime settings never change
     if key not in _RUNNERS:
         _RUNNERS.clear()
         package = load_package(job.package_path)
