@@ -335,7 +335,11 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         estimated_share=float((data.get("estimated_ground") or {}).get("share", 0.0)),
         strong_photometric=data.get("photometric") == "strong",
         false_colour_share=float(data.get("false_colour_share", 0.0)),
-        upsample=bool(data.get("upsample", False)))
+        upsample=bool(data.get("upsample", False)),
+        # {"share": 0.3, "gsd": [1.0, 2.0]}: that share of the chips finer than 1 m is averaged down to a
+        # pixel size drawn in 1-2 m and enlarged back (what segment does with a coarse layer)
+        coarsen_share=float((data.get("coarsen") or {}).get("share", 0.0)),
+        coarsen_gsd=tuple((data.get("coarsen") or {}).get("gsd", (1.0, 2.0))))
     net = build_net(cfg)
     params = sum(p.numel() for p in net.parameters())
     log(f"{cfg['architecture']}: {params / 1e6:.2f} M parameters; {len(train_areas)} training areas; "

@@ -120,7 +120,8 @@ class ChipSampler:
                  display_gamma: Tuple[float, float] = (0.5, 2.0),
                  estimated_ground: Optional[EstimatedGroundCache] = None, estimated_share: float = 0.0,
                  strong_photometric: bool = False, false_colour_share: float = 0.0,
-                 upsample: bool = False) -> None:
+                 upsample: bool = False, coarsen_share: float = 0.0,
+                 coarsen_gsd: Tuple[float, float] = (1.0, 2.0)) -> None:
         self.areas = list(areas)
         self.modalities = list(modalities)
         self.bands = dict(bands)
@@ -131,6 +132,12 @@ class ChipSampler:
         # chips may be drawn finer than their data (upsampled), as the engine reads a coarse layer
         # for a package whose GSD range starts above the layer's pixel size
         self.upsample = upsample
+        # this share of the chips drawn finer than ``coarsen_gsd`` is first averaged down to a pixel
+        # size drawn in it and enlarged back, as the engine enlarges a coarse layer onto the network's
+        # grid: fine tiles with dense towns then also teach what a 2 m town looks like (the 2 m tiles
+        # that train are rural, and a 2 m town's garden trees came out as buildings)
+        self.coarsen_share = coarsen_share
+        self.coarsen_gsd = coarsen_gsd
         self.augment_geometry = augment_geometry
         self.augment_optical = set(augment_optical)
         self.drop_prob = drop_prob
@@ -183,6 +190,15 @@ class ChipSampler:
         ok[:h, :w] = v
         return out, ok
 
+    def _coarse_side(self, gsd: float, native: float, rng: np.random.Generator) -> int:
+        """The side the layers of a chip of ``gsd`` from data of ``native`` pixel size are averaged
+        down to before enlarging (0: not coarsened)."""
+        lo, hi = self.coarsen_gsd
+        if self.coarsen_share <= 0 or native >= lo or rng.random() >= self.coarsen_share:
+            return 0
+        coarse_gsd = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+        return max(8, int(round(self.chip * gsd / coarse_gsd)))
+
     def sample(self, rng: np.random.Generator, area_index: Optional[int] = None,
                gsd: Optional[float] = None) -> Dict[str, np.ndarray]:
         for _ in range(20):  # retry chips that are (almost) all nodata / ignore
@@ -207,6 +223,7 @@ class ChipSampler:
         label = resample_label(self.lut[lab[0].astype(np.uint8)], self.chip)
         raw: Dict[str, np.ndarray] = {}
         valid: Dict[str, np.ndarray] = {}
+        coarse = self._coarse_side(gsd, native, rng)
         for name in self.modalities:
             key = self.sources.get(name)
             if key is None or key not in area.stack.files:
@@ -214,6 +231,8 @@ class ChipSampler:
             estimated = (name in self.height_modalities and self.estimated_share > 0
                          and self.estimated_ground.available(area.stack) and rng.random() < self.estimated_share)
             d, v = self._read(area, key, xs, ys, src, estimated)
+            if coarse:
+                d, v = resample(d, v, coarse)
             raw[name], valid[name] = resample(d, v, self.chip)
         present = [n for n in self.modalities if n in raw]
         if self.drop_prob > 0 and len(present) > 1 and rng.random() < self.drop_prob:

@@ -134,6 +134,31 @@ def test_chips_are_upsampled_only_when_asked(stack):
     native = ChipSampler(*args, **kwargs).sample(np.random.default_rng(3))
     assert native["gsd"] == pytest.approx(0.5)
 
+def test_coarsened_chips_are_block_averages_enlarged_and_keep_fine_labels(stack):
+    """``data.coarsen``: a chip of 0.5 m data, coarsened to 2 m, holds the 4 x 4 block means of the
+    data enlarged bilinearly (what segment makes of a 2 m layer on a 0.5 m network grid), while its
+    label stays the fine one; the default draws no coarsened chip, and data as coarse as the range
+    is never coarsened again."""
+    st, scene = stack
+    kwargs = dict(chip=32, augment_geometry=False, min_labelled=0.0)
+    args = ([Area(st, (0, 8, 96, 96))], ["ndsm"], {"ndsm": 1}, {"ndsm": "ndsm"},
+            {"ndsm": {"type": "meanstd", "mean": [0.0], "std": [1.0]}}, [1, 2, 3, 4, 5, 6])
+    plain = ChipSampler(*args, **kwargs).sample(np.random.default_rng(5))
+    coarse = ChipSampler(*args, coarsen_share=1.0, coarsen_gsd=(2.0, 2.0), **kwargs).sample(np.random.default_rng(5))
+    np.testing.assert_array_equal(coarse["label"], plain["label"])  # the same window, fine labels
+    fine = plain["ndsm"][0]
+    blocks = fine.reshape(8, 4, 8, 4).mean(axis=(1, 3))
+    # a block's centre lies amid the enlarged chip's pixels 4k+1 and 4k+2 of both axes
+    enlarged = coarse["ndsm"][0]
+    centres = sum(enlarged[a::4, b::4] for a in (1, 2) for b in (1, 2)) / 4
+    assert np.ptp(fine) > 0.1  # the window holds relief
+    # exact where a block's neighbours are level with it, within a few percent of the relief elsewhere
+    np.testing.assert_allclose(centres[1:-1, 1:-1], blocks[1:-1, 1:-1], atol=0.05 * np.ptp(fine))
+    assert np.abs(coarse["ndsm"].mean() - plain["ndsm"].mean()) < 0.02 * np.ptp(fine)
+    assert np.abs(np.diff(coarse["ndsm"][0], axis=1)).mean() < 0.6 * np.abs(np.diff(fine, axis=1)).mean()
+    as_coarse = ChipSampler(*args, coarsen_share=1.0, coarsen_gsd=(0.5, 1.0), **kwargs).sample(np.random.default_rng(5))
+    np.testing.assert_array_equal(as_coarse["ndsm"], plain["ndsm"])
+
 
 def test_gsd_drawn_per_sample(stack):
     st, scene = stack
