@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modalseg.engine.package import load_package
-from modalseg.models.derived import DerivedInputs, elevation_features
+from modalseg.models.derived import FEATURES, DerivedInputs, elevation_features
 from modalseg.models.export import base_metadata, export_package, load_weights
 from modalseg.models.networks.registry import build_network
 
@@ -42,13 +42,30 @@ def test_plane_roughness_of_elevation_v2_is_zero_on_any_plane_and_not_on_crowns(
     assert 0.08 < float(rough.mean()) < 0.2
 
 
-@pytest.mark.parametrize("kind", ["elevation_v1", "elevation_v2"])
+def test_detail_ratio_of_elevation_v3_tells_a_layer_at_the_grid_from_an_enlarged_coarse_one():
+    """v3's sixth channel: leaves at the network's pixel size keep detail at 3 px; the same crown
+    averaged to 4 x 4 px cells and enlarged bilinearly back (what segment makes of a 2 m layer on a
+    0.5 m grid) has little; flat ground gives 0. The first five channels are v1's."""
+    torch.manual_seed(0)
+    crown = 10.0 + 2.0 * torch.rand(1, 1, 96, 96)
+    enlarged = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(crown, 4), scale_factor=4,
+                                               mode="bilinear", align_corners=False)
+    fine, coarse = (elevation_features(h, "elevation_v3")[0] for h in (crown, enlarged))
+    assert fine.shape[0] == 6
+    np.testing.assert_array_equal(fine[:5], elevation_features(crown)[0])
+    middle = (slice(24, -24), slice(24, -24))
+    assert float(fine[5][middle].mean()) > float(coarse[5][middle].mean()) + 0.5
+    flat = elevation_features(torch.zeros(1, 1, 40, 40), "elevation_v3")[0, 5]
+    np.testing.assert_allclose(flat, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["elevation_v1", "elevation_v2", "elevation_v3"])
 def test_derived_network_exports_with_parity(tmp_path, kind):
     torch.manual_seed(0)
     net = DerivedInputs({"inner_architecture": "sgma", "derive": {"ndsm": kind},
                          "inner_config": {"backbone_widths": [8, 8, 16, 16], "head_dim": 16},
                          "modalities": {"optical": 3, "ndsm": 1}, "num_classes": 6}).eval()
-    assert net.in_channels == {"optical": 3, "ndsm": 1} and net.inner.in_channels["ndsm"] == 5
+    assert net.in_channels == {"optical": 3, "ndsm": 1} and net.inner.in_channels["ndsm"] == FEATURES[kind]
     identity = {"type": "meanstd", "mean": [0.0], "std": [1.0]}
     mods = [{"name": "optical", "kind": "optical", "bands": 3,
              "normalization": {"type": "meanstd", "mean": [0, 0, 0], "std": [1, 1, 1]}},
