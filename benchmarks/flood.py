@@ -7,6 +7,9 @@ through the package's ONNX graph (engine runtime, CPU), normalised as the engine
 whole layer (its own percentiles). Figures: water IoU (pooled over the chips) per input subset,
 Average / Top-1 / Last-1 over the subsets and Last-1 / Top-1; then cloudy vs clear chips (the
 rule is printed) with the mean SAR share of the robustness map and the water IoU of each group.
+Beside them, two threshold lines for SAR alone (water is dark): the classical per-chip Otsu split,
+a method that needs no labels, and the best single threshold of each chip chosen *with* its mask,
+which is no method but the ceiling of any one-threshold-per-scene rule on these chips.
 """
 from __future__ import annotations
 
@@ -83,6 +86,22 @@ def run_chips(package: ModelPackage, chips: Sequence[OmbriaChip], subset: Tuple[
     return results
 
 
+def sar_threshold_baselines(chips: Sequence[OmbriaChip]) -> Dict[str, float]:
+    """Water IoU % (pooled) of SAR < per-chip Otsu threshold, and of SAR < the per-chip threshold
+    that maximises the chip's own water IoU (64 candidates: the chip's percentiles)."""
+    from skimage.filters import threshold_otsu
+
+    otsu, best = np.zeros((2, 2), np.int64), np.zeros((2, 2), np.int64)
+    for chip in chips:
+        sar, valid = chip.read(SOURCES["sar"])
+        values, reference = sar[0][valid], (chip.read_label()[valid] == WATER).astype(np.int64)
+        otsu += confusion_matrix(reference, (values < threshold_otsu(values)).astype(np.int64), 2)
+        candidates = [confusion_matrix(reference, (values < t).astype(np.int64), 2)
+                      for t in np.unique(np.percentile(values, np.linspace(0, 100, 64)))]
+        best += max(candidates, key=lambda cm: per_class(cm)["iou"][1] if cm[1].sum() or cm[:, 1].sum() else 1.0)
+    return {"otsu": 100.0 * float(per_class(otsu)["iou"][1]), "best_threshold": 100.0 * float(per_class(best)["iou"][1])}
+
+
 def water_iou(results: Sequence[ChipResult]) -> float:
     """Water IoU in percent, pooled over the chips' pixels."""
     return 100.0 * float(per_class(sum(r.confusion for r in results))["iou"][1])
@@ -108,6 +127,7 @@ def flood_table(test_folder: Path, sgma: Path = SGMA_PACKAGE, asanet: Path = ASA
                          "water_iou": {"+".join(s): water_iou([r for r in per_subset[s] if r.cloudy == cloudy])
                                        for s in per_subset} if members else {}}
     out["groups"] = groups
+    out["sar_thresholds"] = sar_threshold_baselines(chips)
     if asanet.is_dir() and any(asanet.glob("*.onnx")):
         comparison = load_package(asanet)
         out["asanet"] = {"name": f"{comparison.metadata.name} {comparison.metadata.version}",
@@ -131,6 +151,9 @@ def print_flood_table(figures: Dict[str, object]) -> None:
               + "   (needs both inputs)")
     else:
         print(f"  ASANet comparison not found at {ASANET_PACKAGE} (training/asanet_flood.json writes it)")
+    thresholds = figures["sar_thresholds"]
+    print(f"  SAR < per-chip Otsu threshold (no labels): {thresholds['otsu']:.1f}; SAR < each chip's best "
+          f"threshold, chosen with its mask (a ceiling, not a method): {thresholds['best_threshold']:.1f}")
     print(f"  {figures['rule']}")
     for label, group in figures["groups"].items():
         if not group["chips"]:
@@ -155,6 +178,11 @@ def card_tables(figures: Dict[str, object]) -> Dict[str, object]:
         rows.append([asanet["name"] + " (comparison, not bundled; needs both)"]
                     + [f"{asanet['water_iou'][n]:.1f}" if n in asanet["water_iou"] else "–" for n in names]
                     + ["–"] * 4)
+    thresholds = figures["sar_thresholds"]
+    for label, key in (("SAR < per-chip Otsu threshold (classical baseline, no labels)", "otsu"),
+                       ("SAR < each chip's best threshold, chosen with its mask (a ceiling, not a method)",
+                        "best_threshold")):
+        rows.append([label] + [f"{thresholds[key]:.1f}" if n == "sar" else "–" for n in names] + ["–"] * 4)
     groups = [[label, str(g["chips"]), "–" if g["sar_share"] is None else f"{g['sar_share']:.3f}"]
               + [f"{g['water_iou'][n]:.1f}" if n in g["water_iou"] else "–" for n in names]
               for label, g in figures["groups"].items()]
