@@ -34,11 +34,15 @@ from torch import Tensor, nn
 from .networks._base import TrainingBatch
 from .nn.losses import LossSettings
 
+def _window_mean(x: Tensor, k: int) -> Tensor:
+    """Mean of x over k x k pixels (windows clipped at the borders)."""
+    return F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
+
+
 def _window_std(h: Tensor, k: int) -> Tensor:
     """Standard deviation of h over k x k pixels (windows clipped at the borders)."""
-    mean = F.avg_pool2d(h, k, 1, k // 2, count_include_pad=False)
-    sq = F.avg_pool2d(h * h, k, 1, k // 2, count_include_pad=False)
-    return torch.sqrt(F.relu(sq - mean * mean) + 1e-6)
+    mean = _window_mean(h, k)
+    return torch.sqrt(F.relu(_window_mean(h * h, k) - mean * mean) + 1e-6)
 
 
 def _plane_roughness(h: Tensor, k: int) -> Tensor:
@@ -60,11 +64,8 @@ DETAIL_WINDOW = 33  # pixels over which the detail ratio of elevation_v3 is aver
 def _detail_ratio(h: Tensor) -> Tensor:
     """log of mean |h - 3x3 mean| over mean |h - 9x9 mean|, both averaged over DETAIL_WINDOW pixels
     (0 on flat ground, where both vanish into the 1 cm floor)."""
-    def local_mean(x: Tensor, k: int) -> Tensor:
-        return F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
-
-    fine = local_mean(torch.abs(h - local_mean(h, 3)), DETAIL_WINDOW)
-    coarse = local_mean(torch.abs(h - local_mean(h, 9)), DETAIL_WINDOW)
+    fine = _window_mean(torch.abs(h - _window_mean(h, 3)), DETAIL_WINDOW)
+    coarse = _window_mean(torch.abs(h - _window_mean(h, 9)), DETAIL_WINDOW)
     return torch.log((fine + 0.01) / (coarse + 0.01))
 
 

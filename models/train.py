@@ -336,7 +336,7 @@ def train(cfg: Dict[str, Any], out: Optional[Path] = None, resume: bool = False,
         strong_photometric=data.get("photometric") == "strong",
         false_colour_share=float(data.get("false_colour_share", 0.0)),
         upsample=bool(data.get("upsample", False)),
-        # {"share": 0.3, "gsd": [1.0, 2.0]}: that share of the chips finer than 1 m is averaged down to a
+        # {"share": 0.3, "gsd": [1.0, 2.0]}: that share of the chips of data finer than 1 m is averaged down to a
         # pixel size drawn in 1-2 m and enlarged back (what segment does with a coarse layer)
         coarsen_share=float((data.get("coarsen") or {}).get("share", 0.0)),
         coarsen_gsd=tuple((data.get("coarsen") or {}).get("gsd", (1.0, 2.0))))

@@ -132,7 +132,7 @@ class ChipSampler:
         # chips may be drawn finer than their data (upsampled), as the engine reads a coarse layer
         # for a package whose GSD range starts above the layer's pixel size
         self.upsample = upsample
-        # this share of the chips drawn finer than ``coarsen_gsd`` is first averaged down to a pixel
+        # this share of the chips of data finer than ``coarsen_gsd`` is first averaged down to a pixel
         # size drawn in it and enlarged back, as the engine enlarges a coarse layer onto the network's
         # grid: fine tiles with dense towns then also teach what a 2 m town looks like (the 2 m tiles
         # that train are rural, and a 2 m town's garden trees came out as buildings)

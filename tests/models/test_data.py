@@ -134,6 +134,7 @@ def test_chips_are_upsampled_only_when_asked(stack):
     native = ChipSampler(*args, **kwargs).sample(np.random.default_rng(3))
     assert native["gsd"] == pytest.approx(0.5)
 
+
 def test_coarsened_chips_are_block_averages_enlarged_and_keep_fine_labels(stack):
     """``data.coarsen``: a chip of 0.5 m data, coarsened to 2 m, holds the 4 x 4 block means of the
     data enlarged bilinearly (what segment makes of a 2 m layer on a 0.5 m network grid), while its
